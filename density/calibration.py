@@ -1,0 +1,122 @@
+"""Split-conformal thresholds, levels and p-values from calibration scores (log p).
+
+A point is an outlier at level α when its log p falls *strictly below* the k-th smallest
+calibration score, k = ⌊α (n + 1)⌋. For a new point exchangeable with the calibration set,
+P(outlier) = P(rank ≤ k - 1 among n + 1) ≤ k / (n + 1) ≤ α: the false-positive rate is at
+most α in expectation. k ≥ 1 requires n ≥ ⌈1/α⌉ - 1 calibration points.
+
+The conformal p-value of a score s is (1 + #{i : s_i ≤ s}) / (n + 1). The calibration keeps
+the lowest `tail_size` scores exactly (so p-values below (tail_size + 1)/(n + 1), the region
+that matters for alarms, are exact) and a grid of quantiles for the bulk (p-values there are
+interpolated, accurate to about 1/grid).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+DEFAULT_LEVELS: dict[str, float] = {"warning": 0.01, "critical": 0.001}
+DEFAULT_TAIL_SIZE = 10_000
+QUANTILE_GRID = 1001
+
+
+class CalibrationError(ValueError):
+    """The calibration data cannot support the requested levels."""
+
+
+class Level(BaseModel):
+    """One alarm level: a name, its target false-positive rate and the log p threshold."""
+
+    name: str
+    target_fpr: float = Field(gt=0, lt=1)
+    threshold: float
+    rank: int = Field(description="k: the threshold is the k-th smallest calibration score.")
+
+
+class Calibration(BaseModel):
+    """What the service needs to turn a log p into a decision and a p-value."""
+
+    levels: list[Level]
+    n_scores: int
+    tail: list[float] = Field(description="The lowest scores, ascending (exact p-values).")
+    quantiles: list[float] = Field(description="Score quantiles on an even grid over [0, 1].")
+    trim_fraction: float = 0.0
+    n_trimmed: int = 0
+    data_fingerprint: str = ""
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def level_of(self, log_p: float) -> str | None:
+        """The most severe level whose threshold the score falls below (None: normal)."""
+        crossed = [lv for lv in self.levels if log_p < lv.threshold]
+        return min(crossed, key=lambda lv: lv.target_fpr).name if crossed else None
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """Conformal p-values of scores (exact in the stored tail)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        tail = np.asarray(self.tail)
+        n = self.n_scores
+        counts = np.searchsorted(tail, scores, side="right").astype(np.float64)
+        beyond = counts >= len(tail)
+        if beyond.any() and len(tail) < n:
+            grid = np.linspace(0.0, 1.0, len(self.quantiles))
+            frac = np.interp(scores[beyond], np.asarray(self.quantiles), grid)
+            counts[beyond] = np.maximum(len(tail), np.round(frac * n))
+        return (1.0 + counts) / (n + 1.0)
+
+
+def min_scores_for(fpr: float) -> int:
+    """Smallest calibration set that supports a level at this false-positive rate."""
+    return max(math.ceil(1.0 / fpr - 1e-9) - 1, 1)
+
+
+def conformal_rank(fpr: float, n: int) -> int:
+    """k = ⌊α (n + 1)⌋, the rank of the threshold among n sorted scores."""
+    return math.floor(fpr * (n + 1) + 1e-9)
+
+
+def calibrate(
+    scores: np.ndarray,
+    levels: dict[str, float] | None = None,
+    *,
+    trim_fraction: float = 0.0,
+    tail_size: int = DEFAULT_TAIL_SIZE,
+    data_fingerprint: str = "",
+) -> Calibration:
+    """Thresholds per level from calibration log p scores (higher = more normal).
+
+    `trim_fraction` drops that fraction of the lowest scores first (robust option for
+    calibration data that may hold anomalies); the guarantee then holds for the trimmed
+    distribution, so the realised FPR on clean data can exceed the target by up to the
+    trimmed fraction (see README).
+    """
+    levels = dict(DEFAULT_LEVELS if levels is None else levels)
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    if not np.isfinite(s).all():
+        raise CalibrationError("calibration scores contain NaN or infinite values")
+    n_trim = math.floor(trim_fraction * len(s))
+    s = s[n_trim:]
+    n = len(s)
+    out = []
+    for name, fpr in sorted(levels.items(), key=lambda kv: -kv[1]):
+        need = min_scores_for(fpr)
+        if n < need:
+            raise CalibrationError(
+                f"level {name!r} (fpr {fpr:g}) needs at least {need} calibration points "
+                f"after trimming; got {n}. Supply more clean data or a larger fpr."
+            )
+        k = conformal_rank(fpr, n)
+        out.append(Level(name=name, target_fpr=fpr, threshold=float(s[k - 1]), rank=k))
+    quantiles = np.quantile(s, np.linspace(0.0, 1.0, QUANTILE_GRID)) if n else np.empty(0)
+    return Calibration(
+        levels=out,
+        n_scores=n,
+        tail=s[:tail_size].tolist(),
+        quantiles=quantiles.tolist(),
+        trim_fraction=trim_fraction,
+        n_trimmed=n_trim,
+        data_fingerprint=data_fingerprint,
+    )

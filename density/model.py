@@ -1,0 +1,223 @@
+"""The autoregressive density model: preprocessing inside, log_prob (total and per feature),
+sample, and an ensemble of orderings combined as a mixture.
+
+Input to `log_prob` is the encoded raw record (see `Schema.encode`): numeric features as
+their raw values, categorical features as vocabulary indices. The returned log p is the
+density of the *raw* record: the preprocessing's log-Jacobian is included, and an integer
+feature contributes the log-probability of its lattice point (uniform dequantisation), so a
+threshold means the same whatever the preprocessing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+from torch.nn import functional as F
+
+from density import conditionals as cond
+from density.masks import feature_degrees, identity_ordering, random_ordering
+from density.nn import MaskedMLP
+from density.schema import FeatureKind, Schema
+
+
+class ArchitectureSpec(BaseModel):
+    """Network shape; the orderings themselves live in the weights (buffer `orderings`)."""
+
+    hidden_width: int = Field(default=128, ge=1, description="Units per hidden layer.")
+    hidden_layers: int = Field(default=2, ge=1, description="Number of hidden layers.")
+    n_components: int = Field(default=8, ge=1, description="Gaussians per continuous conditional.")
+    n_orderings: int = Field(default=1, ge=1, description="Ensemble size (mixture of orderings).")
+
+
+@dataclass(frozen=True)
+class LogProb:
+    """log p(x) per point and its per-feature terms log p(x_i | x_<i) (feature order).
+
+    For an ensemble the terms are the responsibility-weighted average of the members'
+    terms, so they sum to the total up to the mixture's own (non-negative) entropy term.
+    """
+
+    total: torch.Tensor  # (n,)
+    terms: torch.Tensor  # (n, D)
+
+
+class DensityModel(nn.Module):
+    """p(x) = (1/E) Σ_e Π_i p_e(x_i | x_<i in ordering e), one MADE pass per evaluation."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        architecture: ArchitectureSpec,
+        orderings: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.schema = schema
+        self.architecture = architecture
+        n_features = len(schema.features)
+        if orderings is None:
+            orderings = default_orderings(n_features, architecture.n_orderings, seed)
+        self.register_buffer("orderings", orderings.clone().long())
+        self._register_preprocessing(schema)
+        in_deg, out_deg = self._unit_degrees()
+        hidden = [architecture.hidden_width] * architecture.hidden_layers
+        self.net = MaskedMLP(in_deg, out_deg, hidden)
+
+    # -- layout ---------------------------------------------------------------------------
+    def _register_preprocessing(self, schema: Schema) -> None:
+        feats = schema.features
+        num = [j for j, f in enumerate(feats) if f.kind != FeatureKind.CATEGORICAL]
+        cat = [j for j, f in enumerate(feats) if f.kind == FeatureKind.CATEGORICAL]
+        sizes = [len(feats[j].vocabulary or []) for j in cat]
+        vmax = max(sizes, default=1)
+        self.vmax = vmax
+        self.register_buffer("num_index", torch.tensor(num, dtype=torch.long))
+        self.register_buffer("cat_index", torch.tensor(cat, dtype=torch.long))
+        self.register_buffer(
+            "log_transform", torch.tensor([feats[j].log_transform for j in num], dtype=torch.bool)
+        )
+        self.register_buffer(
+            "is_integer",
+            torch.tensor([feats[j].kind == FeatureKind.INTEGER for j in num], dtype=torch.bool),
+        )
+        self.register_buffer("mean", torch.tensor([feats[j].mean for j in num], dtype=torch.float64))
+        self.register_buffer("std", torch.tensor([feats[j].std for j in num], dtype=torch.float64))
+        self.register_buffer("cat_sizes", torch.tensor(sizes, dtype=torch.long))
+        valid = torch.arange(vmax)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]
+        self.register_buffer("cat_valid", valid.reshape(len(cat), vmax))
+
+    def _unit_degrees(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member degrees of input units [numeric z | one-hots] and output units."""
+        k, vmax = self.architecture.n_components, self.vmax
+        ins, outs = [], []
+        for ordering in self.orderings:
+            deg = feature_degrees(ordering)
+            num_deg, cat_deg = deg[self.num_index], deg[self.cat_index]
+            ins.append(torch.cat([num_deg, cat_deg.repeat_interleave(vmax)]))
+            outs.append(torch.cat([num_deg.repeat_interleave(3 * k), cat_deg.repeat_interleave(vmax)]))
+        return torch.stack(ins), torch.stack(outs)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.schema.features)
+
+    def fold(self) -> DensityModel:
+        """Prepare for inference: fold masks into weights, eval mode. Do not train after."""
+        self.eval()
+        self.net.fold()
+        return self
+
+    # -- preprocessing --------------------------------------------------------------------
+    def _preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw numeric values (n, Dn) float64 -> standardised z (n, Dn), log|dz/dx| (n, Dn)."""
+        if self.training:
+            x = x + torch.rand_like(x) * self.is_integer
+        else:
+            x = x + 0.5 * self.is_integer
+        ax = x.abs()
+        y = torch.where(self.log_transform, torch.sign(x) * torch.log1p(ax), x)
+        log_jac = torch.where(self.log_transform, -torch.log1p(ax), torch.zeros_like(x))
+        z = (y - self.mean) / self.std
+        return z, log_jac - torch.log(self.std)
+
+    def _postprocess(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of `_preprocess` for sampling: z -> raw values (integers floored)."""
+        y = z.double() * self.std + self.mean
+        x = torch.where(self.log_transform, torch.sign(y) * torch.expm1(y.abs()), y)
+        return torch.where(self.is_integer, torch.floor(x), x)
+
+    def _network_input(self, z: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(cat.clamp(max=self.vmax), self.vmax + 1)[..., : self.vmax]
+        flat = onehot.reshape(cat.shape[0], -1).to(torch.float32)
+        return torch.cat([z.to(torch.float32), flat], dim=1)
+
+    # -- density --------------------------------------------------------------------------
+    def member_terms(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-member, per-feature log terms (E, n, D) for encoded records x (n, D)."""
+        x = x.to(torch.float64)
+        n, k = x.shape[0], self.architecture.n_components
+        z, log_jac = self._preprocess(x[:, self.num_index])
+        cat = x[:, self.cat_index].long()
+        h = self._network_input(z, cat)
+        out = self.net(h.unsqueeze(0).expand(len(self.orderings), -1, -1))
+        dn, dc = len(self.num_index), len(self.cat_index)
+        terms = out.new_zeros(out.shape[0], n, self.n_features)
+        if dn:
+            params = out[..., : dn * 3 * k].reshape(-1, n, dn, 3 * k)
+            num_terms = cond.mixture_log_prob(params, z.to(out.dtype)) + log_jac.to(out.dtype)
+            terms[..., self.num_index] = num_terms
+        if dc:
+            logits = out[..., dn * 3 * k :].reshape(-1, n, dc, self.vmax)
+            terms[..., self.cat_index] = cond.categorical_log_prob(
+                logits, self.cat_valid, cat, self.cat_sizes
+            )
+        return terms
+
+    def log_prob(self, x: torch.Tensor) -> LogProb:
+        """log p(x) of encoded raw records (n, D), with the per-feature terms."""
+        terms = self.member_terms(x)
+        member_totals = terms.sum(dim=-1)  # (E, n)
+        total = torch.logsumexp(member_totals, dim=0) - math.log(len(self.orderings))
+        weights = torch.softmax(member_totals, dim=0).unsqueeze(-1)
+        return LogProb(total=total, terms=(weights * terms).sum(dim=0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(x).total
+
+    # -- sampling -------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw n encoded records, sequentially along each sample's member ordering."""
+        members = torch.randint(len(self.orderings), (n,), generator=generator)
+        out = torch.zeros(n, self.n_features, dtype=torch.float64)
+        for e in range(len(self.orderings)):
+            rows = (members == e).nonzero().squeeze(-1)
+            if len(rows):
+                out[rows] = self._sample_member(e, len(rows), generator)
+        return out
+
+    def _sample_member(self, e: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        k, dn = self.architecture.n_components, len(self.num_index)
+        z = torch.zeros(n, dn, dtype=torch.float64)
+        cat = torch.zeros(n, len(self.cat_index), dtype=torch.long)
+        num_pos = {int(j): i for i, j in enumerate(self.num_index)}
+        cat_pos = {int(j): i for i, j in enumerate(self.cat_index)}
+        for feature in self.orderings[e].tolist():
+            out = self.net(self._network_input(z, cat).unsqueeze(0).expand(len(self.orderings), -1, -1))[e]
+            if feature in num_pos:
+                i = num_pos[feature]
+                params = out[:, i * 3 * k : (i + 1) * 3 * k]
+                z[:, i] = cond.mixture_sample(params, generator).double()
+            else:
+                i = cat_pos[feature]
+                start = dn * 3 * k + i * self.vmax
+                logits = out[:, start : start + self.vmax]
+                cat[:, i] = cond.categorical_sample(logits, self.cat_valid[i], generator)
+        x = torch.zeros(n, self.n_features, dtype=torch.float64)
+        if dn:
+            x[:, self.num_index] = self._postprocess(z)
+        if len(self.cat_index):
+            x[:, self.cat_index] = cat.double()
+        return x
+
+
+def default_orderings(n_features: int, n_orderings: int, seed: int) -> torch.Tensor:
+    """The identity ordering first, then seeded random permutations."""
+    generator = torch.Generator().manual_seed(seed)
+    rest = [random_ordering(n_features, generator) for _ in range(n_orderings - 1)]
+    return torch.stack([identity_ordering(n_features), *rest])
+
+
+def log_prob_numpy(model: DensityModel, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Total log p of encoded records in chunks, under inference mode."""
+    totals = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
+            totals.append(model.log_prob(chunk).total.double().numpy())
+    return np.concatenate(totals) if totals else np.empty(0)

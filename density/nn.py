@@ -1,0 +1,75 @@
+"""Masked linear layers and the masked MLP (MADE), batched over an ensemble of orderings.
+
+Every layer holds its weights for all ensemble members at once, shape (E, out, in), so an
+ensemble of E orderings costs one batched matrix product per layer rather than E.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from density.masks import made_masks
+
+
+class MaskedLinear(nn.Module):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask (stored as a buffer)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        members, out_features, in_features = mask.shape
+        self.register_buffer("mask", mask.clone())
+        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_features))
+        bound = 1.0 / math.sqrt(max(in_features, 1))
+        nn.init.uniform_(self.weight, -bound, bound)
+        with torch.no_grad():
+            # Rescale so each unit's fan-in is the number of inputs it actually sees.
+            fan_in = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+            self.weight.mul_(math.sqrt(max(in_features, 1)) / fan_in.sqrt())
+        self.folded = False
+
+    def fold(self) -> None:
+        """Multiply the mask into the weights once, so inference skips the masking."""
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+        self.folded = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (E, n, in) -> (E, n, out)."""
+        weight = self.weight if self.folded else self.weight * self.mask
+        return torch.baddbmm(self.bias, x, weight.transpose(1, 2))
+
+
+class MaskedMLP(nn.Module):
+    """MADE: a masked MLP whose output block for a feature sees only earlier features."""
+
+    def __init__(
+        self,
+        input_degrees: torch.Tensor,
+        output_degrees: torch.Tensor,
+        hidden_widths: list[int],
+    ) -> None:
+        """`*_degrees`: (E, units) per ensemble member; a feature's units share its degree."""
+        super().__init__()
+        layer_masks = [
+            made_masks(input_degrees[e], hidden_widths, output_degrees[e])
+            for e in range(input_degrees.shape[0])
+        ]
+        stacked = [torch.stack(ms) for ms in zip(*layer_masks, strict=True)]
+        self.layers = nn.ModuleList(MaskedLinear(m) for m in stacked)
+
+    def fold(self) -> None:
+        """Fold masks into weights for inference (irreversible: do not train afterwards)."""
+        for layer in self.layers:
+            layer.fold()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (E, n, in_units) -> (E, n, out_units)."""
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.silu(layer(h))
+        return self.layers[-1](h)

@@ -1,0 +1,5 @@
+import sys
+
+from densitywatch.cli import main
+
+sys.exit(main())

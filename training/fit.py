@@ -1,0 +1,198 @@
+"""Maximum-likelihood training: mini-batch Adam, early stopping on validation NLL, and
+capacity selection (width, mixture size, ensemble size, weight decay) by validation NLL.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from density.model import ArchitectureSpec, DensityModel
+from density.schema import Schema
+
+
+class Capacity(BaseModel):
+    """One capacity candidate."""
+
+    hidden_width: int
+    n_components: int
+    n_orderings: int = 1
+    weight_decay: float = 0.0
+
+    def architecture(self) -> ArchitectureSpec:
+        return ArchitectureSpec(
+            hidden_width=self.hidden_width,
+            n_components=self.n_components,
+            n_orderings=self.n_orderings,
+        )
+
+
+class FitConfig(BaseModel):
+    """Training hyperparameters; `capacities` None means the size-dependent default grid."""
+
+    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share held out for validation.")
+    batch_size: int | None = Field(default=None, description="None: scaled with the data size.")
+    learning_rate: float = Field(default=3e-3, gt=0)
+    max_epochs: int = Field(default=300, ge=1)
+    max_steps: int = Field(default=6000, ge=1, description="Cap on gradient steps per candidate.")
+    patience: int = Field(default=12, ge=1, description="Epochs without improvement before stopping.")
+    seed: int = 0
+    device: str = "cpu"
+    capacities: list[Capacity] | None = None
+    final_orderings: int | None = Field(
+        default=None, description="Ensemble size of the final model; None: the candidate's."
+    )
+    show_progress: bool = True
+
+
+def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
+    """A small grid sized to the data: small streams get small, regularised models."""
+    if n_train < 2_000:
+        return [
+            Capacity(hidden_width=32, n_components=3, n_orderings=5, weight_decay=1e-3),
+            Capacity(hidden_width=96, n_components=5, n_orderings=5, weight_decay=1e-4),
+        ]
+    if n_train < 20_000:
+        return [
+            Capacity(hidden_width=64, n_components=5, n_orderings=3, weight_decay=1e-4),
+            Capacity(hidden_width=192, n_components=8, n_orderings=3, weight_decay=1e-5),
+        ]
+    return [Capacity(hidden_width=256, n_components=10, n_orderings=3, weight_decay=1e-6)]
+
+
+def default_batch_size(n_train: int) -> int:
+    return int(min(1024, max(64, 2 ** round(math.log2(max(n_train, 1) / 40)))))
+
+
+@dataclass
+class FitResult:
+    """The selected, fitted model and what happened on the way."""
+
+    model: DensityModel
+    capacity: Capacity
+    train_nll: float
+    val_nll: float
+    epochs: int
+    duration_s: float
+    n_train: int
+    n_val: int
+    candidates: list[dict[str, float | int]] = field(default_factory=list)
+
+
+def mean_nll(model: DensityModel, x: torch.Tensor, batch: int = 8192) -> float:
+    """Mean negative log-likelihood (nats per point) under eval mode."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            total -= float(model.log_prob(x[start : start + batch]).total.sum())
+    model.train(was_training)
+    return total / max(len(x), 1)
+
+
+def split(
+    x: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split (at least one validation row)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    n_val = max(1, round(len(x) * val_fraction))
+    return x[order[n_val:]], x[order[:n_val]]
+
+
+def _train_one(
+    model: DensityModel,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    capacity: Capacity,
+    config: FitConfig,
+    progress: Callable[[int, float], None],
+) -> tuple[float, int]:
+    """Train in place with early stopping; restores the best state. Returns (val NLL, epochs)."""
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=capacity.weight_decay
+    )
+    batch = config.batch_size or default_batch_size(len(train))
+    steps_per_epoch = max(1, math.ceil(len(train) / batch))
+    max_epochs = min(config.max_epochs, max(1, config.max_steps // steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_epochs)
+    best, best_state, stale, epoch = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        perm = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), batch):
+            xb = train[perm[start : start + batch]]
+            loss = -model.member_terms(xb).sum(dim=-1).mean()  # members trained independently
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimiser.step()
+        scheduler.step()
+        val_nll = mean_nll(model, val)
+        progress(epoch, val_nll)
+        if val_nll < best - 1e-4:
+            best, best_state, stale = val_nll, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return best, epoch
+
+
+def fit(
+    schema: Schema,
+    x: np.ndarray,
+    config: FitConfig | None = None,
+    *,
+    description: str = "train",
+) -> FitResult:
+    """Fit a density model to encoded records x (n, D), selecting capacity by validation NLL."""
+    config = config or FitConfig()
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    x_train, x_val = split(np.asarray(x, dtype=np.float64), config.val_fraction, config.seed)
+    device = torch.device(config.device)
+    train = torch.from_numpy(x_train).to(device)
+    val = torch.from_numpy(x_val).to(device)
+    capacities = config.capacities or default_capacities(len(train), len(schema.features))
+    if config.final_orderings is not None:
+        capacities = [c.model_copy(update={"n_orderings": config.final_orderings}) for c in capacities]
+    results: list[tuple[float, int, Capacity, DensityModel]] = []
+    candidates: list[dict[str, float | int]] = []
+    with tqdm(
+        total=len(capacities), desc=description, unit="cand", disable=not config.show_progress
+    ) as bar:
+        for capacity in capacities:
+            model = DensityModel(schema, capacity.architecture(), seed=config.seed).to(device)
+
+            def progress(epoch: int, val_nll: float) -> None:
+                bar.set_postfix(width=capacity.hidden_width, epoch=epoch, val_nll=f"{val_nll:.3f}")
+
+            val_nll, epochs = _train_one(model, train, val, capacity, config, progress)
+            candidates.append({**capacity.model_dump(), "val_nll": val_nll, "epochs": epochs})
+            results.append((val_nll, epochs, capacity, model))
+            bar.update(1)
+    val_nll, epochs, capacity, model = min(results, key=lambda r: r[0])
+    model = model.cpu().eval()
+    return FitResult(
+        model=model,
+        capacity=capacity,
+        train_nll=mean_nll(model, train.cpu()),
+        val_nll=val_nll,
+        epochs=epochs,
+        duration_s=time.perf_counter() - start,
+        n_train=len(train),
+        n_val=len(val),
+        candidates=candidates,
+    )
