@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -244,7 +243,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
             manifest.feature_schema, manifest.architecture, orderings=state["orderings"]
         )
         model.load_state_dict(state, strict=True)
-    except (KeyError, RuntimeError) as e:
+    except (KeyError, RuntimeError, ValueError, IndexError) as e:
         raise ArtifactCorruptError(f"{weights} does not match its manifest: {e}") from e
     model.eval()
     return Artifact(manifest, model, path)
@@ -262,4 +261,3 @@ def with_calibration(artifact: Artifact, calibration: Calibration) -> Manifest:
             "manifest_sha256": "",
         }
     )
-

@@ -18,7 +18,12 @@ def posterior(log_p: np.ndarray, priors: np.ndarray | None = None) -> np.ndarray
     if priors.shape != (n_streams,) or (priors < 0).any() or priors.sum() <= 0:
         raise ValueError(f"priors must be {n_streams} non-negative numbers with a positive sum")
     with np.errstate(divide="ignore"):
-        joint = log_p + np.log(priors / priors.sum())
-    joint -= joint.max(axis=1, keepdims=True)
-    weights = np.exp(joint)
+        log_prior = np.log(priors / priors.sum())
+    joint = log_p + log_prior
+    top = joint.max(axis=1, keepdims=True)
+    # A point impossible under every stream tells nothing: its posterior is the prior.
+    impossible = ~np.isfinite(top[:, 0])
+    joint[impossible] = log_prior
+    top[impossible] = log_prior.max()
+    weights = np.exp(joint - top)
     return weights / weights.sum(axis=1, keepdims=True)

@@ -24,6 +24,8 @@ from density.masks import feature_degrees, identity_ordering, random_ordering
 from density.nn import MaskedMLP
 from density.schema import FeatureKind, Schema
 
+Z_LIMIT = 1e4  # |standardised value| cap: log p there is below -5e7 nats already
+
 
 class ArchitectureSpec(BaseModel):
     """Network shape; the orderings themselves live in the weights (buffer `orderings`)."""
@@ -38,8 +40,8 @@ class ArchitectureSpec(BaseModel):
 class LogProb:
     """log p(x) per point and its per-feature terms log p(x_i | x_<i) (feature order).
 
-    For an ensemble the terms are the responsibility-weighted average of the members'
-    terms, so they sum to the total up to the mixture's own (non-negative) entropy term.
+    For an ensemble the terms are the responsibility-weighted average (weights w_e, the
+    members' posterior) of the members' terms: Σ terms = total + log E − H(w) ≥ total.
     """
 
     total: torch.Tensor  # (n,)
@@ -48,6 +50,16 @@ class LogProb:
 
 class DensityModel(nn.Module):
     """p(x) = (1/E) Σ_e Π_i p_e(x_i | x_<i in ordering e), one MADE pass per evaluation."""
+
+    orderings: torch.Tensor
+    num_index: torch.Tensor
+    cat_index: torch.Tensor
+    log_transform: torch.Tensor
+    is_integer: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    cat_sizes: torch.Tensor
+    cat_valid: torch.Tensor
 
     def __init__(
         self,
@@ -62,11 +74,28 @@ class DensityModel(nn.Module):
         n_features = len(schema.features)
         if orderings is None:
             orderings = default_orderings(n_features, architecture.n_orderings, seed)
+        check_orderings(orderings, n_features)
         self.register_buffer("orderings", orderings.clone().long())
         self._register_preprocessing(schema)
         in_deg, out_deg = self._unit_degrees()
         hidden = [architecture.hidden_width] * architecture.hidden_layers
         self.net = MaskedMLP(in_deg, out_deg, hidden)
+        self._init_output_bias()
+
+    def _init_output_bias(self) -> None:
+        """Spread the mixture components' initial means over [-1, 1].
+
+        The first feature of an ordering sees no input, so its parameters are the output
+        biases alone: identical initial components would get identical gradients forever.
+        """
+        k, dn = self.architecture.n_components, len(self.num_index)
+        if not dn:
+            return
+        spread = torch.linspace(-1.0, 1.0, k) if k > 1 else torch.zeros(1)
+        block = torch.cat([torch.zeros(k), spread, torch.zeros(k)])
+        with torch.no_grad():
+            bias = self.net.masked_layers()[-1].bias  # (E, 1, units)
+            bias[..., : dn * 3 * k] = block.repeat(dn)
 
     # -- layout ---------------------------------------------------------------------------
     def _register_preprocessing(self, schema: Schema) -> None:
@@ -85,8 +114,9 @@ class DensityModel(nn.Module):
             "is_integer",
             torch.tensor([feats[j].kind == FeatureKind.INTEGER for j in num], dtype=torch.bool),
         )
-        self.register_buffer("mean", torch.tensor([feats[j].mean for j in num], dtype=torch.float64))
-        self.register_buffer("std", torch.tensor([feats[j].std for j in num], dtype=torch.float64))
+        for name in ("mean", "std"):
+            values = [getattr(feats[j], name) for j in num]
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float64))
         self.register_buffer("cat_sizes", torch.tensor(sizes, dtype=torch.long))
         valid = torch.arange(vmax)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]
         self.register_buffer("cat_valid", valid.reshape(len(cat), vmax))
@@ -99,7 +129,8 @@ class DensityModel(nn.Module):
             deg = feature_degrees(ordering)
             num_deg, cat_deg = deg[self.num_index], deg[self.cat_index]
             ins.append(torch.cat([num_deg, cat_deg.repeat_interleave(vmax)]))
-            outs.append(torch.cat([num_deg.repeat_interleave(3 * k), cat_deg.repeat_interleave(vmax)]))
+            num_out = num_deg.repeat_interleave(3 * k)
+            outs.append(torch.cat([num_out, cat_deg.repeat_interleave(vmax)]))
         return torch.stack(ins), torch.stack(outs)
 
     @property
@@ -115,14 +146,14 @@ class DensityModel(nn.Module):
     # -- preprocessing --------------------------------------------------------------------
     def _preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw numeric values (n, Dn) float64 -> standardised z (n, Dn), log|dz/dx| (n, Dn)."""
-        if self.training:
-            x = x + torch.rand_like(x) * self.is_integer
-        else:
-            x = x + 0.5 * self.is_integer
+        offset = torch.rand_like(x) if self.training else torch.full_like(x, 0.5)
+        x = x + offset * self.is_integer
         ax = x.abs()
         y = torch.where(self.log_transform, torch.sign(x) * torch.log1p(ax), x)
         log_jac = torch.where(self.log_transform, -torch.log1p(ax), torch.zeros_like(x))
-        z = (y - self.mean) / self.std
+        # Clamping keeps absurd (but finite) inputs finite in float32: they still score as
+        # astronomically improbable, never as NaN.
+        z = ((y - self.mean) / self.std).clamp(-Z_LIMIT, Z_LIMIT)
         return z, log_jac - torch.log(self.std)
 
     def _postprocess(self, z: torch.Tensor) -> torch.Tensor:
@@ -188,7 +219,8 @@ class DensityModel(nn.Module):
         num_pos = {int(j): i for i, j in enumerate(self.num_index)}
         cat_pos = {int(j): i for i, j in enumerate(self.cat_index)}
         for feature in self.orderings[e].tolist():
-            out = self.net(self._network_input(z, cat).unsqueeze(0).expand(len(self.orderings), -1, -1))[e]
+            h = self._network_input(z, cat).unsqueeze(0).expand(len(self.orderings), -1, -1)
+            out = self.net(h)[e]
             if feature in num_pos:
                 i = num_pos[feature]
                 params = out[:, i * 3 * k : (i + 1) * 3 * k]
@@ -204,6 +236,20 @@ class DensityModel(nn.Module):
         if len(self.cat_index):
             x[:, self.cat_index] = cat.double()
         return x
+
+
+def check_orderings(orderings: torch.Tensor, n_features: int) -> None:
+    """Each row must be a permutation of the features (else the masks would be wrong)."""
+    if orderings.ndim != 2 or orderings.shape[1] != n_features or orderings.shape[0] < 1:
+        raise ValueError(
+            f"orderings must have shape (E, {n_features}), got {tuple(orderings.shape)}"
+        )
+    expected = torch.arange(n_features)
+    for row in orderings:
+        if not torch.equal(torch.sort(row.long()).values, expected):
+            raise ValueError(
+                f"ordering {row.tolist()} is not a permutation of {n_features} features"
+            )
 
 
 def default_orderings(n_features: int, n_orderings: int, seed: int) -> torch.Tensor:

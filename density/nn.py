@@ -18,6 +18,8 @@ from density.masks import made_masks
 class MaskedLinear(nn.Module):
     """A linear layer whose weight is multiplied by a fixed 0/1 mask (stored as a buffer)."""
 
+    mask: torch.Tensor
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         members, out_features, in_features = mask.shape
@@ -64,8 +66,11 @@ class MaskedMLP(nn.Module):
 
     def fold(self) -> None:
         """Fold masks into weights for inference (irreversible: do not train afterwards)."""
-        for layer in self.layers:
+        for layer in self.masked_layers():
             layer.fold()
+
+    def masked_layers(self) -> list[MaskedLinear]:
+        return [layer for layer in self.layers if isinstance(layer, MaskedLinear)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (E, n, in_units) -> (E, n, out_units)."""

@@ -38,12 +38,16 @@ class Capacity(BaseModel):
 class FitConfig(BaseModel):
     """Training hyperparameters; `capacities` None means the size-dependent default grid."""
 
-    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share held out for validation.")
+    val_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share held out for validation."
+    )
     batch_size: int | None = Field(default=None, description="None: scaled with the data size.")
     learning_rate: float = Field(default=3e-3, gt=0)
     max_epochs: int = Field(default=300, ge=1)
     max_steps: int = Field(default=6000, ge=1, description="Cap on gradient steps per candidate.")
-    patience: int = Field(default=12, ge=1, description="Epochs without improvement before stopping.")
+    patience: int = Field(
+        default=12, ge=1, description="Epochs without improvement before stopping."
+    )
     seed: int = 0
     device: str = "cpu"
     capacities: list[Capacity] | None = None
@@ -99,9 +103,7 @@ def mean_nll(model: DensityModel, x: torch.Tensor, batch: int = 8192) -> float:
     return total / max(len(x), 1)
 
 
-def split(
-    x: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def split(x: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random train/validation split (at least one validation row)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
@@ -167,7 +169,9 @@ def fit(
     val = torch.from_numpy(x_val).to(device)
     capacities = config.capacities or default_capacities(len(train), len(schema.features))
     if config.final_orderings is not None:
-        capacities = [c.model_copy(update={"n_orderings": config.final_orderings}) for c in capacities]
+        capacities = [
+            c.model_copy(update={"n_orderings": config.final_orderings}) for c in capacities
+        ]
     results: list[tuple[float, int, Capacity, DensityModel]] = []
     candidates: list[dict[str, float | int]] = []
     with tqdm(
@@ -176,8 +180,8 @@ def fit(
         for capacity in capacities:
             model = DensityModel(schema, capacity.architecture(), seed=config.seed).to(device)
 
-            def progress(epoch: int, val_nll: float) -> None:
-                bar.set_postfix(width=capacity.hidden_width, epoch=epoch, val_nll=f"{val_nll:.3f}")
+            def progress(epoch: int, val_nll: float, width: int = capacity.hidden_width) -> None:
+                bar.set_postfix(width=width, epoch=epoch, val_nll=f"{val_nll:.3f}")
 
             val_nll, epochs = _train_one(model, train, val, capacity, config, progress)
             candidates.append({**capacity.model_dump(), "val_nll": val_nll, "epochs": epochs})

@@ -33,10 +33,14 @@ class InferenceOptions(BaseModel):
     """Knobs of schema inference."""
 
     max_categorical_values: int = Field(
-        default=10, ge=1, description="Numeric columns with at most this many values are categorical."
+        default=10,
+        ge=1,
+        description="Numeric columns with at most this many values are categorical.",
     )
     max_vocabulary: int = Field(default=256, ge=1, description="Largest categorical vocabulary.")
-    log_skew: float = Field(default=2.0, description="Skewness above which a log transform is tried.")
+    log_skew: float = Field(
+        default=2.0, description="Skewness above which a log transform is tried."
+    )
     constant: str = Field(
         default="error", description="Constant columns: 'error' or 'categorical' (one value)."
     )
@@ -79,7 +83,11 @@ def infer_feature(
     if kind is None:
         if len(distinct) <= options.max_categorical_values:
             return _categorical(name, x.tolist(), RawType.NUMBER, options)
-        kind = FeatureKind.INTEGER if np.all(distinct == np.round(distinct)) else FeatureKind.CONTINUOUS
+        kind = (
+            FeatureKind.INTEGER
+            if np.all(distinct == np.round(distinct))
+            else FeatureKind.CONTINUOUS
+        )
     return _numeric(name, x, kind, options)
 
 
@@ -123,7 +131,8 @@ def infer_schema(
     if unknown:
         raise SchemaError(f"type overrides name unknown columns: {sorted(unknown)}")
     features = [
-        infer_feature(name, values, options, overrides.get(name)) for name, values in columns.items()
+        infer_feature(name, values, options, overrides.get(name))
+        for name, values in columns.items()
     ]
     return Schema(features=features)
 

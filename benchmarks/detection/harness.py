@@ -1,0 +1,512 @@
+"""Semi-supervised detection benchmark on the ADBench classical datasets.
+
+Protocol (as the published table): per dataset and seed, fit on a random 50% of the normal rows,
+test on the other 50% of normals plus all anomalies. Scores are anomaly scores (−log p for the
+density methods); ROC-AUC and PR-AUC are reported in percent, mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+from tqdm.auto import tqdm
+
+from benchmarks.common import REPO_ROOT, atomic_write, git_commit, machine_info, write_results
+from benchmarks.detection.methods import METHODS, MethodOptions, MethodRun, Split, runner
+
+NAME = "detection"
+PARTIAL_SUFFIX = ".partial.json"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+PUBLISHED_CSV = Path("published") / "semi_supervised_aucroc.csv"
+DENSITY_METHODS = ("densitywatch", "gmm")
+GET_ADBENCH = (
+    "get the ADBench classical datasets from the repository Minqi824/ADBench, folder "
+    "adbench/datasets/Classical (.npz files with arrays X and y), into DATA/adbench/"
+)
+PROTOCOL_NOTES = [
+    "Splits: per seed a random 50% of normals is the fit half; test = other normals + all "
+    "anomalies. The published table (DTE/ADBench code) used a fixed, unshuffled normal split, "
+    "duplicated datasets under 1000 rows up to 1000 rows and subsampled datasets over 50000 rows "
+    "to 50000; this run does neither unless --max-rows is given.",
+    "PyOD peers run with default parameters (IForest random_state=seed) on inputs standardised "
+    "by a StandardScaler fitted on the fit rows, as ADBench does.",
+    "densitywatch: 20% of the fit half is held back as the calibration set; fpr_at_1pct is the "
+    "realised FPR (%) on the test normals at the calibrated 1% threshold, recall_at_1pct the "
+    "fraction (%) of anomalies below it. Both are null when the calibration set is too small "
+    "to support a 1% level (fewer than 99 rows).",
+    "gmm: inputs standardised; n_components chosen from {1,2,4,8,16} (at most n/(d+1)) by "
+    "likelihood on 20% of the fit half held out, refitted on the whole fit half; full covariance, "
+    "reg_covar 1e-6 (raised x10 only if every fit fails); log p corrected by the "
+    "standardisation's log-Jacobian so NLL is in raw units.",
+    "test_nll_per_dim: mean −log p of the TEST NORMALS divided by the number of features. "
+    "densitywatch scores integer-valued columns (n_integer_features) by the probability of the "
+    "lattice point (uniform dequantisation), GMM by a density at that point, which can spike on "
+    "discrete data: on datasets with integer columns the two NLLs are not in the same units.",
+]
+
+
+class HarnessError(Exception):
+    """Bad input to the benchmark (missing data, unknown dataset or method)."""
+
+
+@dataclass
+class Dataset:
+    name: str  # published-table name, e.g. magic.gamma
+    path: Path
+
+
+def dataset_name(path: Path) -> str:
+    """Published-table name of an ADBench file: `22_magic.gamma.npz` -> `magic.gamma`."""
+    return re.sub(r"^\d+_", "", path.name.removesuffix(".npz")).lower()
+
+
+def find_datasets(data: Path) -> list[Dataset]:
+    """The .npz datasets under DATA/adbench (or DATA itself), sorted by name."""
+    if not data.is_dir():
+        raise HarnessError(f"data folder {data} does not exist; {GET_ADBENCH}")
+    folder = data / "adbench" if (data / "adbench").is_dir() else data
+    found = [Dataset(dataset_name(p), p) for p in sorted(folder.glob("*.npz"))]
+    if not found:
+        raise HarnessError(f"no .npz datasets in {folder}; {GET_ADBENCH}")
+    return sorted(found, key=lambda d: d.name)
+
+
+def select(datasets: list[Dataset], names: list[str] | None) -> list[Dataset]:
+    if not names:
+        return datasets
+    by_name = {d.name: d for d in datasets} | {d.path.stem.lower(): d for d in datasets}
+    missing = [n for n in names if n.lower() not in by_name]
+    if missing:
+        known = ", ".join(d.name for d in datasets)
+        raise HarnessError(f"unknown dataset(s) {', '.join(missing)}; available: {known}")
+    chosen = {by_name[n.lower()].name: by_name[n.lower()] for n in names}
+    return sorted(chosen.values(), key=lambda d: d.name)
+
+
+def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X as float64 and y as 0/1 ints; rejects NaN/inf and malformed files."""
+    with np.load(path, allow_pickle=False) as npz:
+        if "X" not in npz or "y" not in npz:
+            raise HarnessError(f"{path}: expected arrays X and y, found {sorted(npz.keys())}")
+        x = np.asarray(npz["X"], dtype=np.float64)
+        y = np.asarray(npz["y"]).astype(np.int64).ravel()
+    if x.ndim != 2 or len(x) != len(y):
+        raise HarnessError(f"{path}: X must be (n, d) with n = len(y); got {x.shape}, {y.shape}")
+    if not np.isfinite(x).all():
+        raise HarnessError(f"{path}: X contains NaN or inf")
+    if not set(np.unique(y)) <= {0, 1} or y.sum() == 0 or (y == 0).sum() < 4:
+        raise HarnessError(f"{path}: y must be 0/1 with anomalies and at least 4 normal rows")
+    return x, y
+
+
+def make_split(x: np.ndarray, y: np.ndarray, seed: int, max_rows: int | None) -> Split:
+    """Random half of the normals to fit; the rest of the normals plus all anomalies to test."""
+    rng = np.random.default_rng(seed)
+    if max_rows is not None and len(y) > max_rows:
+        keep = np.sort(rng.choice(len(y), size=max_rows, replace=False))
+        x, y = x[keep], y[keep]
+    normals = rng.permutation(np.flatnonzero(y == 0))
+    n_fit = len(normals) // 2
+    test = np.concatenate([np.sort(normals[n_fit:]), np.flatnonzero(y == 1)])
+    return Split(x_fit=x[np.sort(normals[:n_fit])], x_test=x[test], y_test=y[test], seed=seed)
+
+
+def seed_record(run: MethodRun, split: Split) -> dict[str, Any]:
+    """Per-seed metrics of one method (fractions in percent)."""
+    y = split.y_test
+    score = np.nan_to_num(run.score, nan=0.0, posinf=1e300, neginf=-1e300)
+    rec: dict[str, Any] = {
+        "roc_auc": 100.0 * float(roc_auc_score(y, score)),
+        "pr_auc": 100.0 * float(average_precision_score(y, score)),
+        "train_time_s": run.train_time_s,
+        "score_time_s": run.score_time_s,
+        "n_fit": run.n_fit,
+        "test_normals": int((y == 0).sum()),
+        "test_anomalies": int((y == 1).sum()),
+    }
+    if run.log_p is not None:
+        d = split.x_fit.shape[1]
+        rec["test_nll_per_dim"] = float(-np.mean(run.log_p[y == 0]) / d)
+    if run.threshold_1pct is not None and run.log_p is not None:
+        below = run.log_p < run.threshold_1pct
+        rec["fpr_at_1pct"] = 100.0 * float(below[y == 0].mean())
+        rec["recall_at_1pct"] = 100.0 * float(below[y == 1].mean())
+    if run.extra:
+        rec.update(run.extra)
+    return rec
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _std(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.std(finite)) if finite else None
+
+
+def aggregate(records: list[dict[str, Any]], n_features: int) -> dict[str, Any]:
+    """Mean (± std) over seeds of one method's per-seed records on one dataset."""
+    out: dict[str, Any] = {}
+    for key in ("roc_auc", "pr_auc"):
+        vals = [r[key] for r in records]
+        out[key], out[f"{key}_std"] = _mean(vals), _std(vals)
+    out["train_time_s"] = _mean([r["train_time_s"] for r in records])
+    out["score_time_s"] = _mean([r["score_time_s"] for r in records])
+    if any("test_nll_per_dim" in r for r in records):
+        out["test_nll_per_dim"] = _mean([r.get("test_nll_per_dim") for r in records])
+    if "n_components" in records[0]:
+        out["n_components"] = [r["n_components"] for r in records]
+    out["n_train"] = round(float(np.mean([r["n_fit"] for r in records])))
+    out["n_features"] = n_features
+    out["test_normals"] = records[0]["test_normals"]
+    if "n_calib" in records[0]:
+        out["n_calib"] = records[0]["n_calib"]
+        out["fpr_at_1pct"] = _mean([r.get("fpr_at_1pct") for r in records])
+        out["recall_at_1pct"] = _mean([r.get("recall_at_1pct") for r in records])
+    return out
+
+
+def read_published(data: Path) -> dict[str, dict[str, float]]:
+    """Published ROC-AUC (%) per dataset per method; empty when the CSV is absent."""
+    path = data / PUBLISHED_CSV
+    if not path.is_file():
+        return {}
+    table: dict[str, dict[str, float]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            table[row["dataset"].lower()] = {
+                k: float(v) for k, v in row.items() if k != "dataset" and not k.endswith("_std")
+            }
+    return table
+
+
+def summarise(
+    datasets: dict[str, dict[str, Any]], methods: list[str], published: dict[str, dict[str, float]]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Per-method means over datasets and the published means over the same datasets."""
+    summary: dict[str, Any] = {}
+    for m in methods:
+        rows = [d[m] for d in datasets.values() if m in d]
+        summary[m] = {
+            "mean_roc_auc": _mean([r["roc_auc"] for r in rows]),
+            "mean_pr_auc": _mean([r["pr_auc"] for r in rows]),
+            "mean_train_time_s": _mean([r["train_time_s"] for r in rows]),
+            "datasets": len(rows),
+        }
+    if "densitywatch" in methods:
+        dw = summary["densitywatch"]
+        pairs = [
+            (d["densitywatch"].get("test_nll_per_dim"), d["gmm"].get("test_nll_per_dim"))
+            for d in datasets.values()
+            if "densitywatch" in d and "gmm" in d
+        ]
+        dw["nll_wins_vs_gmm"] = sum(
+            1 for a, b in pairs if a is not None and b is not None and a < b
+        )
+        dw["nll_compared"] = len(pairs)
+        fprs = [
+            d["densitywatch"]
+            for d in datasets.values()
+            if "densitywatch" in d and d["densitywatch"]["test_normals"] >= 1000
+        ]
+        dw["datasets_fpr_eligible"] = sum(1 for r in fprs if r.get("fpr_at_1pct") is not None)
+        dw["datasets_fpr_in_range"] = sum(
+            1 for r in fprs if r.get("fpr_at_1pct") is not None and 0.5 <= r["fpr_at_1pct"] <= 2.0
+        )
+    covered = [published[n] for n in datasets if n in published]
+    pub_methods = sorted({k for row in covered for k in row})
+    published_summary = {
+        k: float(np.mean([row[k] for row in covered if k in row])) for k in pub_methods
+    }
+    return summary, published_summary
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Human-readable tables of a result document."""
+    methods: list[str] = result["config"]["methods"]
+    lines = [
+        "# Detection benchmark (semi-supervised, ADBench classical)",
+        "",
+        f"Commit `{result['commit']}`, {result['seeds']} seeds, "
+        f"{result['machine'].get('cpu', '?')} ({result['machine'].get('cpus_available', '?')} "
+        "CPUs available). ROC-AUC / PR-AUC in %, mean over seeds.",
+        "",
+        "## Summary",
+        "",
+        "| method | mean ROC-AUC | mean PR-AUC | mean train s | published mean ROC-AUC |",
+        "|---|---|---|---|---|",
+    ]
+    pub = result["published_summary"]
+    pub_names = {"knn": "KNN", "iforest": "IForest", "ecod": "ECOD", "lof": "LOF"}
+    for m in methods:
+        s = result["summary"][m]
+        p = pub.get(pub_names.get(m, ""))
+        lines.append(
+            f"| {m} | {_fmt(s['mean_roc_auc'])} | {_fmt(s['mean_pr_auc'])} | "
+            f"{_fmt(s['mean_train_time_s'], 2)} | {_fmt(p)} |"
+        )
+    if pub:
+        best = max(pub, key=lambda k: pub[k])
+        lines.append(f"| published best ({best}) | {_fmt(pub[best])} | | | |")
+    if "densitywatch" in methods:
+        dw = result["summary"]["densitywatch"]
+        lines += [
+            "",
+            f"densitywatch NLL below GMM on {dw['nll_wins_vs_gmm']} of {dw['nll_compared']} "
+            f"datasets; realised FPR at the 1% level within [0.5, 2.0]% on "
+            f"{dw['datasets_fpr_in_range']} of {dw['datasets_fpr_eligible']} datasets with "
+            "≥ 1000 test normals.",
+        ]
+    header = ["dataset", "n_train", "d", *methods, "best published"]
+    if "densitywatch" in methods:
+        header += ["dw NLL/d", "GMM NLL/d", "dw train s", "FPR@1%", "recall@1%"]
+    lines += ["", "## ROC-AUC per dataset", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "---|" * len(header))
+    for name, d in result["datasets"].items():
+        first = d[methods[0]]
+        cells = [name, str(first["n_train"]), str(first["n_features"])]
+        cells += [f"{_fmt(d[m]['roc_auc'])} ± {_fmt(d[m]['roc_auc_std'])}" for m in methods]
+        published = d.get("published") or {}
+        if published:
+            top = max(published, key=lambda k: published[k])
+            cells.append(f"{_fmt(published[top])} ({top})")
+        else:
+            cells.append("–")
+        if "densitywatch" in methods:
+            dw = d["densitywatch"]
+            gmm = d.get("gmm", {})
+            cells += [
+                _fmt(dw.get("test_nll_per_dim"), 3),
+                _fmt(gmm.get("test_nll_per_dim"), 3),
+                _fmt(dw["train_time_s"], 1),
+                _fmt(dw.get("fpr_at_1pct"), 2),
+                _fmt(dw.get("recall_at_1pct"), 1),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## PR-AUC and train time (s) per dataset", ""]
+    header2 = ["dataset", *[f"{m} PR" for m in methods], *[f"{m} s" for m in methods]]
+    lines += ["| " + " | ".join(header2) + " |", "|" + "---|" * len(header2)]
+    for name, d in result["datasets"].items():
+        cells = [name]
+        cells += [f"{_fmt(d[m]['pr_auc'])} ± {_fmt(d[m]['pr_auc_std'])}" for m in methods]
+        cells += [_fmt(d[m]["train_time_s"], 2) for m in methods]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def parse_caps(items: list[str]) -> dict[str, int]:
+    caps: dict[str, int] = {}
+    for item in items:
+        method, _, value = item.partition("=")
+        if method not in METHODS or not value.isdigit() or int(value) < 10:
+            raise HarnessError(f"--fit-cap expects METHOD=ROWS (ROWS ≥ 10), got {item!r}")
+        caps[method] = int(value)
+    return caps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.detection",
+        description="Semi-supervised anomaly-detection benchmark, ADBench classical datasets.",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder holding adbench/*.npz and published/ (default: %(default)s)",
+    )
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds 0..N-1")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="subset, e.g. wbc glass")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip datasets already in the partial file of an identical configuration",
+    )
+    p.add_argument(
+        "--threads", type=int, default=2, help="BLAS / torch threads and n_jobs of KNN and LOF"
+    )
+    p.add_argument(
+        "--fit-cap",
+        action="append",
+        default=[],
+        metavar="METHOD=ROWS",
+        help="fit METHOD on a random subsample of at most ROWS rows (repeatable)",
+    )
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=None,
+        help="subsample each dataset to at most this many rows first "
+        "(50000 mimics the published protocol)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_of(args: argparse.Namespace, caps: dict[str, int]) -> dict[str, Any]:
+    return {
+        "methods": list(args.methods),
+        "seeds": list(range(args.seeds)),
+        "fit_caps": caps,
+        "max_rows": args.max_rows,
+        "calib_fraction": 0.2,
+        "threads": args.threads,
+        "data": str(args.data),
+    }
+
+
+def _same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("methods", "seeds", "fit_caps", "max_rows", "calib_fraction")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.seeds < 1:
+        raise HarnessError("--seeds must be at least 1")
+    caps = parse_caps(args.fit_cap)
+    data = Path(args.data).resolve()
+    datasets = select(find_datasets(data), args.datasets)
+    published = read_published(data)
+    config = config_of(args, caps)
+    methods: list[str] = config["methods"]
+    options = MethodOptions(n_jobs=args.threads, fit_caps=caps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    partial_path = out / f"{NAME}{PARTIAL_SUFFIX}"
+    done: dict[str, Any] = {}
+    done_seeds: dict[str, Any] = {}
+    if args.resume and partial_path.is_file():
+        previous = json.loads(partial_path.read_text())
+        if _same_protocol(previous.get("config", {}), config):
+            done = previous.get("datasets", {})
+            done_seeds = previous.get("per_seed", {})
+        else:
+            print(
+                f"--resume: {partial_path} has another configuration; starting over",
+                file=sys.stderr,
+            )
+    notes = list(PROTOCOL_NOTES)
+    for method, cap in caps.items():
+        notes.append(f"{method}: fit on a random subsample of at most {cap} rows of the fit half.")
+    if args.max_rows:
+        notes.append(f"Datasets subsampled to at most {args.max_rows} rows before splitting.")
+    todo = [d for d in datasets if d.name not in done]
+    bar = tqdm(
+        total=len(todo) * args.seeds * len(methods),
+        disable=args.no_progress,
+        desc="detection",
+        unit="fit",
+    )
+    results: dict[str, Any] = {d.name: done[d.name] for d in datasets if d.name in done}
+    seeds: dict[str, Any] = {n: done_seeds.get(n) for n in results}
+    try:
+        for ds in todo:
+            results[ds.name], seeds[ds.name] = run_dataset(
+                ds, args.seeds, methods, options, args.max_rows, bar
+            )
+            if ds.name in published:
+                results[ds.name]["published"] = published[ds.name]
+            partial = {"config": config, "datasets": results, "per_seed": seeds, "notes": notes}
+            atomic_write(partial_path, json.dumps(_clean(partial), indent=1) + "\n")
+    finally:
+        bar.close()
+    ordered = {d.name: results[d.name] for d in datasets}
+    summary, published_summary = summarise(ordered, methods, published)
+    result = {
+        "summary": summary,
+        "datasets": ordered,
+        "published_summary": published_summary,
+        "machine": machine_info(),
+        "commit": git_commit(),
+        "seeds": args.seeds,
+        "config": config,
+        "notes": notes,
+        "per_seed": {d.name: seeds[d.name] for d in datasets},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    result = _clean(result)
+    write_results(NAME, result, markdown(result), out_dir=out)
+    return result
+
+
+def run_dataset(
+    ds: Dataset,
+    seeds: int,
+    methods: list[str],
+    options: MethodOptions,
+    max_rows: int | None,
+    bar: tqdm,
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """All methods on all seeds of one dataset: the aggregated entry and the per-seed records."""
+    x, y = load(ds.path)
+    per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for seed in range(seeds):
+        split = make_split(x, y, seed, max_rows)
+        for m in methods:
+            bar.set_postfix_str(f"{ds.name} seed {seed} {m}")
+            per_seed[m].append(seed_record(runner(m)(split, options), split))
+            bar.update(1)
+    entry: dict[str, Any] = {m: aggregate(per_seed[m], x.shape[1]) for m in methods}
+    n_integer = int(np.sum(np.all(x == np.round(x), axis=0)))
+    for m in DENSITY_METHODS:
+        if m in entry:
+            entry[m]["n_integer_features"] = n_integer
+    return entry, per_seed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    if "densitywatch" in args.methods:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    try:
+        with threadpool_limits(limits=max(1, args.threads)):
+            result = run(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    print(f"wrote {out / (NAME + '.json')} and {out / (NAME + '.md')}")
+    for m, s in result["summary"].items():
+        print(f"  {m:>12}: ROC-AUC {_fmt(s['mean_roc_auc'])}  PR-AUC {_fmt(s['mean_pr_auc'])}")
+    return 0

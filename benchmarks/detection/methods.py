@@ -1,0 +1,209 @@
+"""The detectors the benchmark compares: densitywatch and its peers, behind one interface.
+
+Every method takes a split and returns anomaly scores for the test rows (higher = more
+anomalous) plus timings; density methods also return log p of the test rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from sklearn.preprocessing import StandardScaler
+
+METHODS: tuple[str, ...] = ("densitywatch", "knn", "iforest", "ecod", "lof", "gmm")
+PEERS: tuple[str, ...] = ("knn", "iforest", "ecod", "lof")
+GMM_COMPONENTS: tuple[int, ...] = (1, 2, 4, 8, 16)
+GMM_REG_COVAR = 1e-6
+
+
+@dataclass
+class Split:
+    """One seed's split of one dataset (rows of the raw feature matrix)."""
+
+    x_fit: np.ndarray  # the fit half of the normals
+    x_test: np.ndarray
+    y_test: np.ndarray  # 1 = anomaly
+    seed: int
+
+
+@dataclass
+class MethodRun:
+    """What one method produced on one split."""
+
+    score: np.ndarray  # anomaly score of each test row, higher = more anomalous
+    train_time_s: float
+    score_time_s: float
+    n_fit: int  # rows the method was fitted on (after any cap)
+    log_p: np.ndarray | None = None  # density methods: log p of each test row
+    threshold_1pct: float | None = None  # densitywatch: calibrated 1% log p threshold
+    extra: dict[str, float | int | None] | None = None
+
+
+@dataclass
+class MethodOptions:
+    """Knobs the command line passes to the methods."""
+
+    n_jobs: int = 1
+    fit_caps: dict[str, int] | None = None  # method -> max fit rows (random subsample)
+    calib_fraction: float = 0.2
+
+
+def cap_rows(x: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """A random subsample of at most `cap` rows (all rows when cap is None or not exceeded)."""
+    if cap is None or len(x) <= cap:
+        return x
+    rng = np.random.default_rng([seed, 7919])
+    return x[np.sort(rng.choice(len(x), size=cap, replace=False))]
+
+
+def standardiser(x_fit: np.ndarray) -> StandardScaler:
+    """StandardScaler fitted on the fit rows; constant columns keep scale 1."""
+    return StandardScaler().fit(x_fit)
+
+
+def run_densitywatch(split: Split, options: MethodOptions) -> MethodRun:
+    from benchmarks.detection import dw  # torch import only when densitywatch runs
+
+    rng = np.random.default_rng([split.seed, 104729])
+    order = rng.permutation(len(split.x_fit))
+    n_calib = round(len(order) * options.calib_fraction)
+    x_calib, x_train = split.x_fit[order[:n_calib]], split.x_fit[order[n_calib:]]
+    start = time.perf_counter()
+    result = dw.fit_and_score(x_fit=x_train, x_calib=x_calib, x_test=split.x_test, seed=split.seed)
+    total = time.perf_counter() - start
+    log_p = np.asarray(result.test_log_p, dtype=np.float64)
+    return MethodRun(
+        score=-log_p,
+        train_time_s=float(result.train_time_s),
+        score_time_s=max(total - float(result.train_time_s), 0.0),
+        n_fit=len(x_train),
+        log_p=log_p,
+        threshold_1pct=None if result.threshold_1pct is None else float(result.threshold_1pct),
+        extra={"n_calib": n_calib},
+    )
+
+
+def _pyod_model(name: str, seed: int, n_jobs: int) -> object:
+    # Default parameters as ADBench uses them (its PyOD wrapper passes only random_state).
+    if name == "knn":
+        from pyod.models.knn import KNN
+
+        return KNN(n_jobs=n_jobs)
+    if name == "lof":
+        from pyod.models.lof import LOF
+
+        return LOF(n_jobs=n_jobs)
+    if name == "iforest":
+        from pyod.models.iforest import IForest
+
+        return IForest(random_state=seed)
+    if name == "ecod":
+        from pyod.models.ecod import ECOD
+
+        return ECOD()
+    raise ValueError(f"unknown peer method {name!r}")
+
+
+def run_pyod(name: str, split: Split, options: MethodOptions) -> MethodRun:
+    """A PyOD detector on standardised inputs (scaler fitted on the fit rows, as ADBench does)."""
+    cap = (options.fit_caps or {}).get(name)
+    x_fit = cap_rows(split.x_fit, cap, split.seed)
+    scaler = standardiser(x_fit)
+    z_fit, z_test = scaler.transform(x_fit), scaler.transform(split.x_test)
+    model = _pyod_model(name, split.seed, options.n_jobs)
+    start = time.perf_counter()
+    model.fit(z_fit)  # type: ignore[attr-defined]
+    fitted = time.perf_counter()
+    score = np.asarray(model.decision_function(z_test), dtype=np.float64)  # type: ignore[attr-defined]
+    return MethodRun(
+        score=score,
+        train_time_s=fitted - start,
+        score_time_s=time.perf_counter() - fitted,
+        n_fit=len(x_fit),
+    )
+
+
+def _gmm_candidates(n_rows: int, n_features: int) -> list[int]:
+    """Component counts tried: at least d + 1 rows per component on average (1 always)."""
+    limit = max(1, n_rows // (n_features + 1))
+    return [k for k in GMM_COMPONENTS if k == 1 or k <= limit]
+
+
+def _fit_gmm(z: np.ndarray, k: int, seed: int, reg: float) -> GaussianMixture | None:
+    import warnings
+
+    gmm = GaussianMixture(
+        n_components=k,
+        covariance_type="full",
+        reg_covar=reg,
+        random_state=seed,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gmm.fit(z)
+    except (ValueError, np.linalg.LinAlgError):
+        return None  # ill-defined covariance (duplicated / discrete data): try the next
+    return gmm
+
+
+def run_gmm(split: Split, options: MethodOptions) -> MethodRun:
+    """Gaussian mixture, components chosen by held-out likelihood, log p in raw units."""
+    cap = (options.fit_caps or {}).get("gmm")
+    x_fit = cap_rows(split.x_fit, cap, split.seed)
+    start = time.perf_counter()
+    scaler = standardiser(x_fit)
+    z = scaler.transform(x_fit)
+    log_jacobian = float(np.sum(np.log(scaler.scale_)))  # log|dz/dx| = -sum log sigma
+    rng = np.random.default_rng([split.seed, 15485863])
+    order = rng.permutation(len(z))
+    n_val = max(1, round(len(z) * 0.2))
+    z_val, z_tr = z[order[:n_val]], z[order[n_val:]]
+    reg = GMM_REG_COVAR
+    best: tuple[float, int] | None = None
+    while best is None:
+        for k in _gmm_candidates(len(z_tr), z.shape[1]):
+            gmm = _fit_gmm(z_tr, k, split.seed, reg)
+            if gmm is None:
+                continue
+            val = float(gmm.score(z_val))
+            if math.isfinite(val) and (best is None or val > best[0]):
+                best = (val, k)
+        if best is None:
+            if reg >= 1.0:
+                raise RuntimeError("GaussianMixture failed for every component count")
+            reg *= 10.0
+    k_best = best[1]
+    final = _fit_gmm(z, k_best, split.seed, reg)
+    while final is None and reg < 1.0:
+        reg *= 10.0
+        final = _fit_gmm(z, k_best, split.seed, reg)
+    if final is None:
+        raise RuntimeError("GaussianMixture refit failed")
+    fitted = time.perf_counter()
+    log_p = final.score_samples(scaler.transform(split.x_test)) - log_jacobian
+    return MethodRun(
+        score=-log_p,
+        train_time_s=fitted - start,
+        score_time_s=time.perf_counter() - fitted,
+        n_fit=len(x_fit),
+        log_p=log_p,
+        extra={"n_components": k_best, "reg_covar": reg},
+    )
+
+
+def runner(name: str) -> Callable[[Split, MethodOptions], MethodRun]:
+    """The function that runs method `name` on a split."""
+    if name == "densitywatch":
+        return run_densitywatch
+    if name == "gmm":
+        return run_gmm
+    if name in PEERS:
+        return lambda split, options: run_pyod(name, split, options)
+    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")

@@ -1,0 +1,311 @@
+"""Scoring: a loaded stream version ready for inference, and the dynamic batcher.
+
+Batching is leader/follower rather than a dedicated thread: the request that finds the
+stream idle runs the forward pass itself (no thread hand-off, so a lone client pays no
+batching latency); requests arriving meanwhile queue up, and when the leader finishes it
+promotes the oldest waiting request, which scores everything queued behind it in one pass.
+A batch only ever holds requests encoded for the same `StreamModel`, and that object is
+what every point in the batch is attributed to, so a hot swap never mixes versions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from density.artifact import Artifact
+from density.calibration import Calibration
+from service.convert import NORMAL, PointEncoder
+from service.errors import DeadlineExceededError, ResourceExhaustedError
+from service.metrics import ServiceMetrics, StreamMetrics
+
+
+class StreamModel:
+    """One version of one stream, folded and precomputed for serving (immutable)."""
+
+    def __init__(self, artifact: Artifact, metrics: StreamMetrics) -> None:
+        calibration = artifact.manifest.calibration
+        if calibration is None:
+            raise ValueError(f"{artifact.stream} {artifact.version} has no calibration")
+        self.artifact = artifact
+        self.stream = artifact.stream
+        self.version = artifact.version
+        self.calibration: Calibration = calibration
+        self.schema = artifact.manifest.feature_schema
+        self.encoder = PointEncoder(self.schema)
+        self.feature_names = self.schema.names
+        self.model = artifact.model.fold()
+        self.metrics = metrics
+        # Least severe first, so later (more severe) levels overwrite in `levels_of`.
+        levels = sorted(calibration.levels, key=lambda lv: -lv.target_fpr)
+        self.level_names = np.asarray([NORMAL, *(lv.name for lv in levels)], dtype=object)
+        self._thresholds = np.asarray([lv.threshold for lv in levels], dtype=np.float64)
+        # Metric order is the calibration's own level order.
+        self._metric_order = [levels.index(lv) for lv in calibration.levels]
+        self._tail = np.asarray(calibration.tail, dtype=np.float64)
+        self._quantiles = np.asarray(calibration.quantiles, dtype=np.float64)
+        self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
+        self._n_scores = calibration.n_scores
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded (n, D) -> log p (n,), per-feature terms (n, D), both float64."""
+        with torch.inference_mode():
+            out = self.model.log_prob(torch.from_numpy(x))
+            return out.total.double().numpy(), out.terms.double().numpy()
+
+    def crossed(self, log_p: np.ndarray) -> np.ndarray:
+        """(levels, n) bool, least severe level first: log p below each threshold."""
+        return log_p[None, :] < self._thresholds[:, None]
+
+    def levels_of(self, crossed: np.ndarray) -> np.ndarray:
+        """Most severe level crossed per point (object array of names, "normal" if none)."""
+        index = np.zeros(crossed.shape[1], dtype=np.intp)
+        for i in range(len(crossed)):
+            index[crossed[i]] = i + 1
+        return self.level_names[index]
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """Calibration.p_values with the tail and quantiles kept as arrays."""
+        counts = np.searchsorted(self._tail, scores, side="right").astype(np.float64)
+        n, n_tail = self._n_scores, len(self._tail)
+        beyond = counts >= n_tail
+        if n_tail < n and beyond.any():
+            frac = np.interp(scores[beyond], self._quantiles, self._grid)
+            counts[beyond] = np.maximum(n_tail, np.round(frac * n))
+        return (1.0 + counts) / (n + 1.0)
+
+    def score(self, x: np.ndarray) -> Scores:
+        """Score encoded points and record the batch's metrics."""
+        log_p, terms = self.forward(x)
+        crossed = self.crossed(log_p)
+        self.metrics.record_batch(log_p, crossed[self._metric_order])
+        return Scores(self, log_p, self.p_values(log_p), self.levels_of(crossed), terms)
+
+
+@dataclass
+class Scores:
+    """Scores of some points, all by `model`."""
+
+    model: StreamModel
+    log_p: np.ndarray
+    p_value: np.ndarray
+    level: np.ndarray
+    terms: np.ndarray
+
+    def slice(self, start: int, stop: int) -> Scores:
+        return Scores(
+            self.model,
+            self.log_p[start:stop],
+            self.p_value[start:stop],
+            self.level[start:stop],
+            self.terms[start:stop],
+        )
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's encoded points waiting to be scored."""
+
+    model: StreamModel
+    x: np.ndarray
+    deadline: float | None  # time.monotonic() value, None: no deadline
+    event: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    taken: bool = False
+    result: Scores | None = None
+    error: BaseException | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def finish(self, result: Scores | None = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.event.set()
+
+    def outcome(self) -> Scores:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@dataclass
+class Arrival:
+    done: bool = False
+
+
+def _expired_error() -> DeadlineExceededError:
+    return DeadlineExceededError("the deadline passed before the points were scored")
+
+
+class Batcher:
+    """Per-stream dynamic batching with a bounded queue (see module docstring)."""
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        *,
+        enabled: bool,
+        max_points: int,
+        max_delay_s: float,
+        queue_limit: int,
+    ) -> None:
+        self._metrics = metrics
+        self.enabled = enabled
+        self.max_points = max_points
+        self.max_delay_s = max_delay_s
+        self.queue_limit = queue_limit
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[Job] = deque()
+        self._queued = 0  # points queued or, unbatched, in flight
+        self._busy = False
+        self._arriving = 0
+
+    @contextmanager
+    def arriving(self) -> Iterator[Arrival]:
+        """Mark a request as being decoded, so a leader may wait briefly for it to join.
+
+        The mark is cleared atomically with queueing (`score(job, arrival)`), or on exit."""
+        arrival = Arrival()
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield arrival
+        finally:
+            if not arrival.done:
+                with self._cond:
+                    self._arrived(arrival)
+
+    def _arrived(self, arrival: Arrival | None) -> None:
+        if arrival is not None and not arrival.done:
+            arrival.done = True
+            self._arriving -= 1
+            self._cond.notify_all()
+
+    def score(self, job: Job, arrival: Arrival | None = None) -> Scores:
+        """Score a job, alone or coalesced with others; raises on a full queue or deadline."""
+        if job.expired():
+            raise _expired_error()
+        if not self.enabled:
+            return self._score_alone(job, arrival)
+        with self._cond:
+            self._arrived(arrival)
+            self._admit(job)
+            self._queue.append(job)
+            lead = not self._busy
+            self._busy = True
+            self._cond.notify_all()
+        if not lead and not self._wait(job):
+            return job.outcome()
+        self._lead()
+        return job.outcome()
+
+    def _admit(self, job: Job) -> None:
+        if self._queued + job.n > self.queue_limit:
+            raise ResourceExhaustedError(
+                f"scoring queue full ({self._queued} points waiting, limit {self.queue_limit}): "
+                "retry with backoff"
+            )
+        self._queued += job.n
+        self._metrics.queue_depth.inc(job.n)
+
+    def _release(self, n: int) -> None:
+        self._queued -= n
+        self._metrics.queue_depth.dec(n)
+
+    def _score_alone(self, job: Job, arrival: Arrival | None) -> Scores:
+        with self._cond:
+            self._arrived(arrival)
+            self._admit(job)
+        try:
+            if job.expired():
+                raise _expired_error()
+            self._metrics.batch_size.observe(job.n)
+            return job.model.score(job.x)
+        finally:
+            with self._cond:
+                self._release(job.n)
+
+    def _wait(self, job: Job) -> bool:
+        """Follower: wait for a result or a promotion. True: this job must now lead."""
+        remaining = job.remaining()
+        job.event.wait(None if remaining is None else max(remaining, 0.0))
+        with self._cond:
+            if job.lead:
+                return True
+            if job.event.is_set():
+                return False
+            if not job.taken:  # timed out while still queued: leave the queue
+                self._queue.remove(job)
+                self._release(job.n)
+            job.error = job.error or _expired_error()
+            return False
+
+    def _lead(self) -> None:
+        """Score one batch from the head of the queue, then hand leadership on."""
+        try:
+            batch = self._take_batch()
+            if batch:
+                self._run(batch)
+        finally:
+            with self._cond:
+                if self._queue:
+                    head = self._queue[0]
+                    head.lead = True
+                    head.event.set()
+                else:
+                    self._busy = False
+
+    def _take_batch(self) -> list[Job]:
+        with self._cond:
+            if self.max_delay_s > 0 and self._arriving:
+                limit = time.monotonic() + self.max_delay_s
+                while self._arriving and self._queued < self.max_points:
+                    left = limit - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            batch: list[Job] = []
+            points = 0
+            while self._queue:
+                job = self._queue[0]
+                if batch and (job.model is not batch[0].model or points + job.n > self.max_points):
+                    break
+                self._queue.popleft()
+                self._release(job.n)
+                if job.expired():
+                    job.finish(error=_expired_error())
+                    continue
+                job.taken = True
+                batch.append(job)
+                points += job.n
+            return batch
+
+    def _run(self, batch: list[Job]) -> None:
+        try:
+            xs = [job.x for job in batch]
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            self._metrics.batch_size.observe(len(x))
+            scores = batch[0].model.score(x)
+        except Exception as exc:  # every waiter gets the error; the interceptor maps it
+            for job in batch:
+                job.finish(error=exc)
+            return
+        start = 0
+        for job in batch:
+            job.finish(result=scores.slice(start, start + job.n))
+            start += job.n

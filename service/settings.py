@@ -1,0 +1,69 @@
+"""Service settings: environment variables prefixed DENSITYWATCH_ (e.g. DENSITYWATCH_GRPC_PORT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Every limit and timeout of the scoring service."""
+
+    model_config = SettingsConfigDict(env_prefix="DENSITYWATCH_", extra="ignore")
+
+    grpc_host: str = Field(default="[::]", description="Address the gRPC server binds.")
+    grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free).")
+    metrics_host: str = Field(default="0.0.0.0", description="Address of the /metrics endpoint.")
+    metrics_port: int = Field(
+        default=9095, ge=0, le=65535, description="Prometheus /metrics HTTP port (0: any free)."
+    )
+    model_store: Path = Field(default=Path("store"), description="Artifact store folder.")
+    poll_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between polls of the store for new versions."
+    )
+    batching_enabled: bool = Field(
+        default=True, description="Coalesce concurrent requests into shared forward passes."
+    )
+    batch_max_points: int = Field(
+        default=1024, ge=1, description="Most points in one coalesced forward pass."
+    )
+    batch_max_delay_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Longest wait for requests that are already being decoded to join a batch.",
+    )
+    queue_limit: int = Field(
+        default=16384,
+        ge=1,
+        description="Points waiting per stream before new requests get RESOURCE_EXHAUSTED.",
+    )
+    max_points_per_call: int = Field(
+        default=10000, ge=1, description="Most points in one request (Score, Classify, Sample)."
+    )
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
+    )
+    max_concurrent_streams: int = Field(
+        default=16,
+        ge=1,
+        description="Most concurrent ScoreStream calls (each holds a server thread).",
+    )
+    grace_period_s: float = Field(
+        default=20.0, ge=0, description="Time in-flight calls get to finish on SIGTERM."
+    )
+    torch_threads: int = Field(default=1, ge=1, description="Intra-op torch threads.")
+    pinned: dict[str, str] = Field(
+        default_factory=dict,
+        description='Versions to serve instead of the newest calibrated, e.g. {"hosts":"000003"}.',
+    )
+    metrics_max_streams: int = Field(
+        default=50, ge=1, description="Streams with their own metric labels; the rest: 'other'."
+    )
+    thread_pool_size: int = Field(
+        default=64, ge=2, description="gRPC server worker threads (concurrent calls)."
+    )
+    default_top_k: int = Field(
+        default=3, ge=1, description="Features named per point when explaining and top_k is 0."
+    )

@@ -1,0 +1,167 @@
+"""End-to-end tests of the detection benchmark harness on tiny synthetic ADBench-like folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.detection.harness import dataset_name, main, make_split
+
+torch.set_num_threads(1)
+
+PEER_KEYS = {"roc_auc", "roc_auc_std", "pr_auc", "pr_auc_std", "train_time_s", "n_train"}
+
+
+def _write(path: Path, n_normal: int, n_anomaly: int, d: int, shift: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    normal = rng.normal(size=(n_normal, d))
+    anomaly = rng.normal(size=(n_anomaly, d)) + shift
+    x = np.concatenate([normal, anomaly])
+    y = np.concatenate([np.zeros(n_normal, dtype=np.int64), np.ones(n_anomaly, dtype=np.int64)])
+    order = rng.permutation(len(y))
+    np.savez(path, X=x[order], y=y[order])
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "adbench").mkdir(parents=True)
+    (root / "published").mkdir()
+    # "easy": anomalies far away; enough normals (fit half 500) for a 1% calibration level.
+    _write(root / "adbench" / "1_Easy.npz", 1000, 30, 3, shift=6.0, seed=1)
+    _write(root / "adbench" / "2_small.set.npz", 120, 10, 4, shift=1.5, seed=2)
+    (root / "published" / "semi_supervised_aucroc.csv").write_text(
+        "dataset,KNN,KNN_std,IForest,IForest_std\neasy,99.0,0.1,97.0,0.5\n"
+    )
+    return root
+
+
+def _run(data: Path, out: Path, methods: list[str], *extra: str) -> dict:
+    argv = [
+        "--data",
+        str(data),
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--methods",
+        *methods,
+        *extra,
+    ]
+    assert main(argv) == 0
+    return json.loads((out / "detection.json").read_text())
+
+
+def test_end_to_end_schema_metrics_and_markdown(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    methods = ["densitywatch", "knn", "ecod", "gmm"]
+    result = _run(data_dir, out, methods)
+
+    assert result["seeds"] == 2
+    assert set(result["datasets"]) == {"easy", "small.set"}
+    assert set(result["summary"]) == set(methods)
+    assert result["config"]["methods"] == methods
+    assert result["machine"]["cpu_count"] >= 1 and isinstance(result["commit"], str)
+    for entry in result["datasets"].values():
+        for m in methods:
+            assert set(entry[m]) >= PEER_KEYS
+            assert 0.0 <= entry[m]["roc_auc"] <= 100.0 and entry[m]["roc_auc_std"] >= 0.0
+        for m in ("densitywatch", "gmm"):
+            assert np.isfinite(entry[m]["test_nll_per_dim"])
+        dw = entry["densitywatch"]
+        assert {"fpr_at_1pct", "recall_at_1pct", "test_normals", "n_features"} <= set(dw)
+
+    assert all(len(result["per_seed"][n][m]) == 2 for n in result["datasets"] for m in methods)
+    easy = result["datasets"]["easy"]
+    # Fit half = 500 normals; densitywatch fits on 80% of it, the rest calibrates.
+    assert easy["knn"]["n_train"] == 500 and easy["densitywatch"]["n_train"] == 400
+    assert easy["densitywatch"]["test_normals"] == 500 and easy["knn"]["n_features"] == 3
+    for m in methods:  # anomalies six standard deviations away: every method separates them
+        assert easy[m]["roc_auc"] > 97.0, m
+    # A 1% level on 100 calibration points gives a realised FPR of a few percent at most,
+    # and catches (nearly) all of the far anomalies.
+    assert 0.0 <= easy["densitywatch"]["fpr_at_1pct"] <= 5.0
+    assert easy["densitywatch"]["recall_at_1pct"] > 90.0
+    # 24 calibration rows cannot support a 1% level: reported as null, not invented.
+    assert result["datasets"]["small.set"]["densitywatch"]["fpr_at_1pct"] is None
+    # Gaussian data: a full-covariance GMM's NLL per dim is close to the true 0.5 log(2πe).
+    assert abs(easy["gmm"]["test_nll_per_dim"] - 0.5 * np.log(2 * np.pi * np.e)) < 0.15
+
+    assert easy["published"] == {"KNN": 99.0, "IForest": 97.0}
+    assert result["published_summary"] == {"KNN": 99.0, "IForest": 97.0}
+    summary = result["summary"]
+    assert summary["knn"]["mean_roc_auc"] == pytest.approx(
+        np.mean([e["knn"]["roc_auc"] for e in result["datasets"].values()])
+    )
+    assert 0 <= summary["densitywatch"]["nll_wins_vs_gmm"] <= 2
+    assert summary["densitywatch"]["datasets_fpr_in_range"] == 0  # no dataset ≥ 1000 normals
+
+    md = (out / "detection.md").read_text()
+    assert "| easy |" in md and "| small.set |" in md and "published" in md
+    assert (out / "detection.partial.json").is_file()
+
+
+def test_resume_skips_finished_datasets(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    first = _run(data_dir, out, ["knn", "iforest"])
+    # Corrupt a finished dataset: a resumed run must not read it again.
+    (data_dir / "adbench" / "1_Easy.npz").write_bytes(b"not an npz")
+    resumed = _run(data_dir, out, ["knn", "iforest"], "--resume")
+    assert resumed["datasets"]["easy"] == first["datasets"]["easy"]
+    assert resumed["per_seed"] == first["per_seed"]
+    # Without --resume the corrupt file is read and the run fails.
+    with pytest.raises(Exception):  # noqa: B017 - numpy raises its own unpickling/format errors
+        main(
+            [
+                "--data",
+                str(data_dir),
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--methods",
+                "knn",
+            ]
+        )
+
+
+def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    assert "Minqi824/ADBench" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--data", str(tmp_path / "empty"), "--no-progress"]) == 2
+    assert "adbench/datasets/Classical" in capsys.readouterr().err
+
+
+def test_unknown_dataset_and_bad_cap_are_rejected(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--data", str(data_dir), "--datasets", "nope", "--no-progress"]) == 2
+    assert "easy" in capsys.readouterr().err  # lists what is available
+    assert main(["--data", str(data_dir), "--fit-cap", "knn=x", "--no-progress"]) == 2
+
+
+def test_dataset_names_match_the_published_table() -> None:
+    assert dataset_name(Path("22_magic.gamma.npz")) == "magic.gamma"
+    assert dataset_name(Path("1_ALOI.npz")) == "aloi"
+    assert dataset_name(Path("42_WBC.npz")) == "wbc"
+    assert dataset_name(Path("18_Ionosphere.npz")) == "ionosphere"
+
+
+def test_split_is_half_the_normals_and_all_anomalies() -> None:
+    y = np.array([0] * 11 + [1] * 4)
+    x = np.arange(len(y), dtype=float)[:, None]
+    a, b = make_split(x, y, seed=0, max_rows=None), make_split(x, y, seed=1, max_rows=None)
+    assert len(a.x_fit) == 5 and len(a.x_test) == 10 and a.y_test.sum() == 4
+    fit_rows = set(a.x_fit[:, 0])
+    assert fit_rows.isdisjoint(a.x_test[:, 0]) and fit_rows <= set(range(11))
+    assert set(a.x_test[:, 0]) | fit_rows == set(range(15))
+    assert fit_rows != set(b.x_fit[:, 0])  # seeds give different splits

@@ -1,0 +1,295 @@
+"""The artifact store: exact round trip, versioning, immutability, and refusal of corrupt or
+malicious files with ArtifactCorruptError (never executing anything)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from density_support import make_model, mixed_schema, random_encoded
+
+from density.artifact import (
+    MANIFEST,
+    WEIGHTS,
+    ArtifactCorruptError,
+    ArtifactNotFoundError,
+    ArtifactStore,
+    Manifest,
+    TrainingInfo,
+    fingerprint,
+    load_artifact,
+    with_calibration,
+)
+from density.calibration import calibrate
+from density.model import DensityModel
+
+torch.set_num_threads(1)
+
+
+def _manifest(model: DensityModel, stream: str = "hosts") -> Manifest:
+    return Manifest(
+        stream=stream,
+        feature_schema=model.schema,
+        architecture=model.architecture,
+        training=TrainingInfo(
+            train_nll=1.5,
+            val_nll=1.6,
+            n_train=80,
+            n_val=20,
+            epochs=3,
+            duration_s=0.1,
+            seed=0,
+            data_fingerprint="abc",
+        ),
+    )
+
+
+@pytest.fixture
+def model() -> DensityModel:
+    return make_model(mixed_schema(), orderings=3, seed=4)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "store")
+
+
+@pytest.fixture
+def written(store: ArtifactStore, model: DensityModel) -> Path:
+    return store.write(model, _manifest(model)).path
+
+
+def test_round_trip_gives_bit_identical_log_prob(store: ArtifactStore, model: DensityModel) -> None:
+    artifact = store.write(model, _manifest(model))
+    loaded = store.load("hosts")
+    assert loaded.version == artifact.version == "000001"
+    assert loaded.manifest == artifact.manifest
+    assert not loaded.model.training
+    assert torch.equal(loaded.model.orderings, model.orderings)
+    x = torch.from_numpy(random_encoded(mixed_schema(), 200, seed=0))
+    with torch.no_grad():
+        expected = model.log_prob(x)
+        got = loaded.model.log_prob(x)
+        assert torch.equal(got.total, expected.total)
+        assert torch.equal(got.terms, expected.terms)
+        assert torch.equal(loaded.model.fold().log_prob(x).total, expected.total)
+
+
+def test_round_trip_of_a_folded_model(store: ArtifactStore, model: DensityModel) -> None:
+    x = torch.from_numpy(random_encoded(mixed_schema(), 50, seed=1))
+    with torch.no_grad():
+        expected = model.log_prob(x).total
+        store.write(model.fold(), _manifest(model))
+        assert torch.equal(store.load("hosts").model.log_prob(x).total, expected)
+
+
+def test_versions_increment_and_old_versions_are_kept(
+    store: ArtifactStore, model: DensityModel
+) -> None:
+    assert store.streams() == [] and store.versions("hosts") == []
+    with pytest.raises(ArtifactNotFoundError, match="hosts"):
+        store.latest("hosts")
+    first = store.write(model, _manifest(model))
+    first_bytes = (first.path / WEIGHTS).read_bytes(), (first.path / MANIFEST).read_bytes()
+    other = make_model(mixed_schema(), orderings=3, seed=5)
+    second = store.write(other, _manifest(other))
+    assert [first.version, second.version] == ["000001", "000002"]
+    assert store.versions("hosts") == ["000001", "000002"] and store.latest("hosts") == "000002"
+    assert store.load("hosts").version == "000002"
+    assert store.load("hosts", "000001").version == "000001"
+    assert (
+        (first.path / WEIGHTS).read_bytes(),
+        (first.path / MANIFEST).read_bytes(),
+    ) == first_bytes
+    store.write(model, _manifest(model, stream="disks"))
+    assert store.streams() == ["disks", "hosts"]
+    assert not [p for p in (store.root / "hosts").iterdir() if p.name.startswith(".tmp")]
+    with pytest.raises(ArtifactNotFoundError):
+        store.load("hosts", "000009")
+    with pytest.raises(ArtifactNotFoundError):
+        store.load("nope")
+
+
+def test_concurrent_writers_get_distinct_versions(
+    store: ArtifactStore, model: DensityModel
+) -> None:
+    versions: list[str] = []
+    lock = threading.Lock()
+
+    def write() -> None:
+        artifact = store.write(model, _manifest(model))
+        with lock:
+            versions.append(artifact.version)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(versions) == ["000001", "000002", "000003", "000004"]
+    for v in versions:
+        assert store.load("hosts", v).manifest.version == v
+
+
+def test_truncated_weights_are_refused(written: Path) -> None:
+    data = (written / WEIGHTS).read_bytes()
+    (written / WEIGHTS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactCorruptError, match="truncated or edited"):
+        load_artifact(written)
+
+
+def test_one_edited_weights_byte_is_refused(written: Path) -> None:
+    data = bytearray((written / WEIGHTS).read_bytes())
+    data[-5] ^= 0x01
+    (written / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(ArtifactCorruptError, match="checksum"):
+        load_artifact(written)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["training"].update(n_train=81),
+        lambda m: m["feature_schema"]["features"][0].update(mean=2.5),
+        lambda m: m.update(weights_sha256="0" * 64),
+        lambda m: m["architecture"].update(hidden_width=17),
+    ],
+)
+def test_an_edited_manifest_value_is_refused(written: Path, edit: object) -> None:
+    body = json.loads((written / MANIFEST).read_text())
+    edit(body)  # type: ignore[operator]
+    (written / MANIFEST).write_text(json.dumps(body))
+    with pytest.raises(ArtifactCorruptError, match="edited"):
+        load_artifact(written)
+
+
+@pytest.mark.parametrize("missing", [MANIFEST, WEIGHTS])
+def test_a_missing_file_is_refused(written: Path, missing: str) -> None:
+    (written / missing).unlink()
+    with pytest.raises(ArtifactCorruptError, match=f"no {missing}"):
+        load_artifact(written)
+
+
+def test_a_manifest_that_is_not_json_is_refused(written: Path) -> None:
+    (written / MANIFEST).write_bytes(b"\x00not json{")
+    with pytest.raises(ArtifactCorruptError, match="not a valid manifest"):
+        load_artifact(written)
+
+
+def _resign(path: Path) -> None:
+    """Make the manifest vouch for whatever weights file is there now (as an attacker with
+    write access could), so the loader's own format checks are what stands in the way."""
+    body = json.loads((path / MANIFEST).read_text())
+    body["weights_sha256"] = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()
+    manifest = Manifest.model_validate(body)
+    body["manifest_sha256"] = manifest.content_digest()
+    (path / MANIFEST).write_text(json.dumps(body))
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("resign", [False, True])
+def test_a_malicious_pickle_is_refused_without_running(
+    written: Path, tmp_path: Path, resign: bool
+) -> None:
+    # The payload is live: unpickling it elsewhere does create its marker.
+    control = tmp_path / "control-marker"
+    pickle.loads(pickle.dumps(_Payload(control)))
+    assert control.exists()
+
+    marker = tmp_path / "pwned-marker"
+    (written / WEIGHTS).write_bytes(pickle.dumps({"weights": _Payload(marker)}))
+    if resign:
+        _resign(written)
+    with pytest.raises(ArtifactCorruptError) as info:
+        load_artifact(written)
+    assert ("not a safetensors file" if resign else "checksum") in str(info.value)
+    assert not marker.exists()
+
+    # torch.save's zip format with the same payload is refused as well.
+    torch.save({"weights": _Payload(marker)}, written / WEIGHTS)
+    _resign(written)
+    with pytest.raises(ArtifactCorruptError):
+        load_artifact(written)
+    assert not marker.exists()
+
+
+def test_valid_safetensors_that_do_not_match_the_manifest_are_refused(
+    written: Path, model: DensityModel
+) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    del state["net.layers.0.weight"]
+    save_file(state, str(written / WEIGHTS))
+    _resign(written)
+    with pytest.raises(ArtifactCorruptError, match="does not match its manifest"):
+        load_artifact(written)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda o: torch.full_like(o, 99),  # out of range
+        lambda o: torch.zeros_like(o),  # not a permutation (repeats)
+        lambda o: o[:, :-1].contiguous(),  # too few features
+    ],
+    ids=["out-of-range", "repeated", "short"],
+)
+def test_weights_with_a_broken_ordering_are_refused(
+    written: Path, model: DensityModel, broken: object
+) -> None:
+    """A well-formed file whose `orderings` is not a permutation of the features is corrupt:
+    it must be refused, neither crash with another exception nor load a broken model."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["orderings"] = broken(state["orderings"])  # type: ignore[operator]
+    save_file(state, str(written / WEIGHTS))
+    _resign(written)
+    with pytest.raises(ArtifactCorruptError):
+        load_artifact(written)
+
+
+def test_with_calibration_makes_a_child_version(store: ArtifactStore, model: DensityModel) -> None:
+    parent = store.write(model, _manifest(model))
+    before = {p.name: p.read_bytes() for p in parent.path.iterdir()}
+    scores = np.random.default_rng(0).normal(size=200)
+    calibration = calibrate(scores, {"warning": 0.05})
+    child = store.write(parent.model, with_calibration(parent, calibration))
+    assert child.version == "000002"
+    assert child.manifest.parent_version == "000001"
+    assert child.manifest.calibration == calibration
+    assert child.manifest.weights_sha256 == parent.manifest.weights_sha256
+    assert child.manifest.created_at >= parent.manifest.created_at
+    assert {p.name: p.read_bytes() for p in parent.path.iterdir()} == before
+    reloaded_parent = store.load("hosts", "000001")
+    assert reloaded_parent.manifest.calibration is None
+    assert reloaded_parent.manifest.parent_version is None
+    reloaded_child = store.load("hosts")
+    assert reloaded_child.manifest.calibration == calibration
+    x = torch.from_numpy(random_encoded(mixed_schema(), 20, seed=3))
+    with torch.no_grad():
+        assert torch.equal(reloaded_child.model(x), reloaded_parent.model(x))
+
+
+def test_fingerprint_tracks_content_shape_and_dtype() -> None:
+    a = np.arange(6.0)
+    assert fingerprint(a) == fingerprint(a.copy())
+    assert fingerprint(a) != fingerprint(a.reshape(2, 3))
+    assert fingerprint(a) != fingerprint(a.astype(np.float32))
+    b = a.copy()
+    b[3] += 1e-12
+    assert fingerprint(a) != fingerprint(b)
