@@ -269,6 +269,13 @@ def markdown(result: dict[str, Any]) -> str:
     if pub:
         best = max(pub, key=lambda k: pub[k])
         lines.append(f"| published best ({best}) | {_fmt(pub[best])} | | | |")
+    speed = result.get("training_speed")
+    if speed:
+        lines += [
+            "",
+            f"Training speed: a {speed['rows']} x {speed['features']} stream trains in "
+            f"{speed['train_time_s']:.1f} s wall (default fit, {speed['epochs']} epochs).",
+        ]
     if "densitywatch" in methods:
         dw = result["summary"]["densitywatch"]
         lines += [
@@ -377,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(50000 mimics the published protocol)",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-speed",
+        action="store_true",
+        help="skip the 50 000 x 32 training-time measurement",
+    )
     return p
 
 
@@ -449,10 +461,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bar.close()
     ordered = {d.name: results[d.name] for d in datasets}
     summary, published_summary = summarise(ordered, methods, published)
+    speed = None
+    if "densitywatch" in methods and not args.no_speed:
+        from benchmarks.detection.dw import training_speed
+
+        speed = training_speed()
     result = {
         "summary": summary,
         "datasets": ordered,
         "published_summary": published_summary,
+        "training_speed": speed,
         "machine": machine_info(),
         "commit": git_commit(),
         "seeds": args.seeds,
