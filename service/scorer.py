@@ -56,6 +56,8 @@ class StreamModel:
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Encoded (n, D) -> log p (n,), per-feature terms (n, D), both float64."""
+        if len(x) == 0:  # an empty batch is valid; the network cannot reshape zero rows
+            return np.zeros(0), np.zeros((0, x.shape[1]))
         with torch.inference_mode():
             out = self.model.log_prob(torch.from_numpy(x))
             return out.total.double().numpy(), out.terms.double().numpy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +23,13 @@ from prometheus_client import start_http_server
 from density.artifact import ArtifactStore
 from protos.densitywatch.v1 import densitywatch_pb2 as pb
 from protos.densitywatch.v1 import densitywatch_pb2_grpc as pb_grpc
+from service.auth import (
+    AccessConfigError,
+    TokenAuthInterceptor,
+    accepted_digests,
+    open_services,
+    server_credentials,
+)
 from service.errors import ErrorInterceptor
 from service.metrics import ServiceMetrics
 from service.registry import Registry, StreamStatus
@@ -57,17 +65,29 @@ class DensityWatchServer:
         self._stopped = threading.Event()
 
     def start(self) -> int:
-        """Listen on the gRPC and metrics ports (health NOT_SERVING); returns the gRPC port."""
+        """Listen on the gRPC and metrics ports (health NOT_SERVING); returns the gRPC port.
+
+        Raises RuntimeError (AccessConfigError) for unusable TLS or token files."""
         s = self.settings
         torch.set_num_threads(s.torch_threads)
         options = [
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
+            ("grpc.max_concurrent_streams", s.max_concurrent_streams_per_connection),
             ("grpc.so_reuseport", 0),
         ]
+        credentials = server_credentials(s)
+        interceptors: list[grpc.ServerInterceptor] = [
+            ErrorInterceptor(self.metrics.observe_request)
+        ]
+        digests = accepted_digests(s)
+        if digests:  # inside ErrorInterceptor, so refusals are timed and counted too
+            interceptors.append(TokenAuthInterceptor(digests, open_services(s)))
+        elif s.auth_token_hashes_file is not None:
+            raise AccessConfigError(f"{s.auth_token_hashes_file}: no token hashes")
         server = grpc.server(
             ThreadPoolExecutor(max_workers=s.thread_pool_size, thread_name_prefix="grpc"),
-            interceptors=[ErrorInterceptor(self.metrics.observe_request)],
+            interceptors=interceptors,
             options=options,
         )
         pb_grpc.add_DensityWatchServicer_to_server(self.servicer, server)
@@ -77,7 +97,11 @@ class DensityWatchServer:
         )
         for name in ("", SERVICE_NAME):
             self.health.set(name, NOT_SERVING)
-        self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        address = f"{s.grpc_host}:{s.grpc_port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"could not bind gRPC to {s.grpc_host}:{s.grpc_port}")
         server.start()
@@ -86,7 +110,13 @@ class DensityWatchServer:
             s.metrics_port, addr=s.metrics_host, registry=self.metrics.registry
         )
         self.metrics_port = self._http.server_port
-        log.info("gRPC on port %d, metrics on port %d", self.port, self.metrics_port)
+        log.info(
+            "gRPC on port %d (%s, %s), metrics on port %d",
+            self.port,
+            "mutual TLS" if s.tls_client_ca_file else "TLS" if credentials else "plaintext",
+            "token auth" if digests else "no auth",
+            self.metrics_port,
+        )
         return self.port
 
     def load(self) -> None:
@@ -114,8 +144,12 @@ class DensityWatchServer:
         self.health.enter_graceful_shutdown()
         self.registry.draining = True
         self.registry.stop()
+        delay = min(self.settings.drain_delay_s, grace)
+        # Calls that reach grpc after its stop() are CANCELLED without reaching a handler;
+        # during the delay they get UNAVAILABLE, which clients retry elsewhere.
+        time.sleep(delay)
         if self._server is not None:
-            self._server.stop(grace).wait()
+            self._server.stop(grace - delay).wait()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

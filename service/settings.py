@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +54,12 @@ class ServiceSettings(BaseSettings):
     grace_period_s: float = Field(
         default=20.0, ge=0, description="Time in-flight calls get to finish on SIGTERM."
     )
+    drain_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="On SIGTERM, time (within the grace period) spent answering new calls "
+        "UNAVAILABLE before the port closes, so clients move off instead of seeing CANCELLED.",
+    )
     torch_threads: int = Field(default=1, ge=1, description="Intra-op torch threads.")
     pinned: dict[str, str] = Field(
         default_factory=dict,
@@ -67,3 +74,40 @@ class ServiceSettings(BaseSettings):
     default_top_k: int = Field(
         default=3, ge=1, description="Features named per point when explaining and top_k is 0."
     )
+    max_concurrent_streams_per_connection: int = Field(
+        default=100,
+        ge=1,
+        description="Most concurrent calls (HTTP/2 streams) on one client connection.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM server certificate (chain); with tls_key_file: TLS on."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of the server.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle; when set, clients must present a certificate it signed "
+        "(mutual TLS).",
+    )
+    auth_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description='Accepted bearer tokens (JSON list, e.g. ["t1","t2"]); any token or hash '
+        "file turns authentication on.",
+    )
+    auth_token_hashes_file: Path | None = Field(
+        default=None,
+        description="File of accepted tokens' SHA-256 hex digests, one per line (# comments).",
+    )
+    auth_health_open: bool = Field(
+        default=True, description="Let health checks through without a token (for probes)."
+    )
+    auth_reflection_open: bool = Field(
+        default=False, description="Let server reflection through without a token."
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self

@@ -9,12 +9,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from density.artifact import TrainingInfo
 from density.model import ArchitectureSpec, DensityModel
 from density.schema import Schema
 
@@ -73,14 +75,14 @@ def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
     if n_train < 20_000:
         return [
             Capacity(hidden_width=64, n_components=5, n_orderings=3, weight_decay=1e-4),
-            Capacity(hidden_width=192, n_components=8, n_orderings=3, weight_decay=1e-5),
+            Capacity(hidden_width=128, n_components=8, n_orderings=3, weight_decay=1e-5),
         ]
     return [Capacity(hidden_width=192, n_components=6, n_orderings=2, weight_decay=1e-6)]
 
 
 def default_max_steps(n_train: int) -> int:
     """Gradient steps per candidate: enough to converge, bounded for large streams."""
-    return 3000 if n_train < 20_000 else 1500
+    return 2000 if n_train < 2_000 else 1500
 
 
 def default_batch_size(n_train: int) -> int:
@@ -100,6 +102,21 @@ class FitResult:
     n_train: int
     n_val: int
     candidates: list[dict[str, float | int]] = field(default_factory=list)
+
+    def training_info(self, data_fingerprint: str, seed: int, **extra: Any) -> TrainingInfo:
+        """The manifest's record of this fit; `extra` sets TrainingInfo's optional fields."""
+        return TrainingInfo(
+            train_nll=self.train_nll,
+            val_nll=self.val_nll,
+            n_train=self.n_train,
+            n_val=self.n_val,
+            epochs=self.epochs,
+            duration_s=self.duration_s,
+            seed=seed,
+            data_fingerprint=data_fingerprint,
+            candidates=[dict(c) for c in self.candidates],
+            **extra,
+        )
 
 
 def mean_nll(model: DensityModel, x: torch.Tensor, batch: int = 8192) -> float:

@@ -27,7 +27,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.common import git_commit, machine_info, write_results
-from density.artifact import ArtifactStore, Manifest, TrainingInfo, fingerprint, with_calibration
+from density.artifact import ArtifactStore, Manifest, fingerprint, with_calibration
 from density.calibration import calibrate
 from density.model import log_prob_numpy
 from densitywatch.client import Client
@@ -58,16 +58,7 @@ def build_store(root: Path) -> tuple[Any, np.ndarray]:
         schema.encode(x[:20_000]),
         FitConfig(capacities=[capacity], max_steps=60, show_progress=False),
     )
-    info = TrainingInfo(
-        train_nll=result.train_nll,
-        val_nll=result.val_nll,
-        n_train=result.n_train,
-        n_val=result.n_val,
-        epochs=result.epochs,
-        duration_s=result.duration_s,
-        seed=0,
-        data_fingerprint=fingerprint(x),
-    )
+    info = result.training_info(fingerprint(x), seed=0)
     store = ArtifactStore(root)
     manifest = Manifest(
         stream=STREAM, feature_schema=schema, architecture=capacity.architecture(), training=info

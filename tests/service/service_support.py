@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from density.artifact import Artifact, ArtifactStore, Manifest, TrainingInfo, fingerprint
+from density.artifact import Artifact, ArtifactStore, Manifest, fingerprint
 from density.artifact import with_calibration as manifest_with_calibration
 from density.calibration import calibrate
 from density.model import log_prob_numpy
@@ -89,16 +89,7 @@ def write_version(
 ) -> Artifact:
     """Fit, write an uncalibrated version, then (if x_cal) a calibrated child version."""
     result = _fit(schema, x_fit, seed)
-    info = TrainingInfo(
-        train_nll=result.train_nll,
-        val_nll=result.val_nll,
-        n_train=result.n_train,
-        n_val=result.n_val,
-        epochs=result.epochs,
-        duration_s=result.duration_s,
-        seed=seed,
-        data_fingerprint=fingerprint(x_fit),
-    )
+    info = result.training_info(fingerprint(x_fit), seed=seed)
     manifest = Manifest(
         stream=stream,
         feature_schema=schema,

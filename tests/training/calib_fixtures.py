@@ -70,16 +70,7 @@ def fitted(recipe: str) -> tuple[Schema, DensityModel, TrainingInfo]:
     schema = infer_schema(columns)
     x = encode_table(schema, columns)
     result = fit(schema, x, SMALL)
-    info = TrainingInfo(
-        train_nll=result.train_nll,
-        val_nll=result.val_nll,
-        n_train=result.n_train,
-        n_val=result.n_val,
-        epochs=result.epochs,
-        duration_s=result.duration_s,
-        seed=0,
-        data_fingerprint=fingerprint(x),
-    )
+    info = result.training_info(fingerprint(x), seed=0)
     return schema, result.model, info
 
 

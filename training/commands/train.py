@@ -133,27 +133,52 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", type=Path, default=Path("densitywatch.toml"),
-                        help="streams config (default: densitywatch.toml)")
-    parser.add_argument("--stream", action="append", metavar="NAME",
-                        help="train this stream (repeatable; default: all)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("densitywatch.toml"),
+        help="streams config (default: densitywatch.toml)",
+    )
+    parser.add_argument(
+        "--stream",
+        action="append",
+        metavar="NAME",
+        help="train this stream (repeatable; default: all)",
+    )
     shard = parser.add_mutually_exclusive_group()
-    shard.add_argument("--shard", type=parse_shard, metavar="k/N",
-                       help="train only streams whose index in sorted order %% N == k")
-    shard.add_argument("--shard-from-env", action="store_true",
-                       help=f"take k from ${SHARD_INDEX_ENV} (Kubernetes Indexed Job)")
-    parser.add_argument("--shard-count", type=int, metavar="N",
-                        help=f"N for --shard-from-env (default: ${SHARD_COUNT_ENV})")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="training device (default: cpu)")
+    shard.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="k/N",
+        help="train only streams whose index in sorted order %% N == k",
+    )
+    shard.add_argument(
+        "--shard-from-env",
+        action="store_true",
+        help=f"take k from ${SHARD_INDEX_ENV} (Kubernetes Indexed Job)",
+    )
+    parser.add_argument(
+        "--shard-count",
+        type=int,
+        metavar="N",
+        help=f"N for --shard-from-env (default: ${SHARD_COUNT_ENV})",
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="training device (default: cpu)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--max-steps", type=int, metavar="N",
-                        help="cap on gradient steps per capacity candidate")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--max-steps", type=int, metavar="N", help="cap on gradient steps per capacity candidate"
+    )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
-    parser.add_argument("--json", action="store_true",
-                        help="print a JSON list of per-stream summaries instead of text lines")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of per-stream summaries instead of text lines",
+    )
     parser.set_defaults(func=run)
 
 
@@ -187,17 +212,11 @@ def _training_info(
     report: MissingReport,
     data_fingerprint: str,
 ) -> TrainingInfo:
-    return TrainingInfo(
-        train_nll=result.train_nll,
-        val_nll=result.val_nll,
-        n_train=result.n_train,
-        n_val=result.n_val,
-        n_dropped_missing=report.n_dropped,
-        epochs=result.epochs,
-        duration_s=result.duration_s,
+    return result.training_info(
+        data_fingerprint,
         seed=fit_config.seed,
+        n_dropped_missing=report.n_dropped,
         device=fit_config.device,
-        data_fingerprint=data_fingerprint,
         source=str(stream.source),
         hyperparameters={
             "fit": fit_config.model_dump(mode="json", exclude={"show_progress"}),
@@ -205,7 +224,6 @@ def _training_info(
             "schema_inference": options.model_dump(mode="json"),
             "type_overrides": {k: v.value for k, v in stream.types.items()},
         },
-        candidates=[dict(c) for c in result.candidates],
     )
 
 
@@ -216,20 +234,29 @@ def train_stream(
     start = time.perf_counter()
     table, report = load_features(stream)
     if report.n_dropped and not options.quiet:
-        logger.info("%s: dropped %d of %d records with missing values", stream.name,
-                    report.n_dropped, report.n_records)
+        logger.info(
+            "%s: dropped %d of %d records with missing values",
+            stream.name,
+            report.n_dropped,
+            report.n_records,
+        )
     inference = InferenceOptions()
     schema: Schema = infer_schema(table, overrides=stream.types, options=inference)
     x = encode_table(schema, table)
     del table
-    fit_config = FitConfig(seed=options.seed, device=options.device,
-                           show_progress=not options.quiet)
+    fit_config = FitConfig(
+        seed=options.seed, device=options.device, show_progress=not options.quiet
+    )
     if options.max_steps is not None:
         fit_config = fit_config.model_copy(update={"max_steps": options.max_steps})
     result = fit(schema, x, fit_config, description=stream.name)
     info = _training_info(stream, result, fit_config, inference, report, fingerprint(x))
-    manifest = Manifest(stream=stream.name, feature_schema=schema,
-                        architecture=result.model.architecture, training=info)
+    manifest = Manifest(
+        stream=stream.name,
+        feature_schema=schema,
+        architecture=result.model.architecture,
+        training=info,
+    )
     artifact = store.write(result.model, manifest)
     return StreamSummary(
         stream=stream.name,
@@ -259,8 +286,9 @@ def _resolve(args: argparse.Namespace) -> tuple[StreamsConfig, list[str], TrainO
     shard = shard_from_env(args.shard_count) if args.shard_from_env else args.shard
     config = load_config(args.config)
     names = select_streams(config, args.stream, shard)
-    options = TrainOptions(seed=args.seed, device=args.device, max_steps=args.max_steps,
-                           quiet=args.quiet)
+    options = TrainOptions(
+        seed=args.seed, device=args.device, max_steps=args.max_steps, quiet=args.quiet
+    )
     return config, names, options
 
 
