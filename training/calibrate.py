@@ -31,7 +31,7 @@ from density.calibration import (
 )
 from density.model import DensityModel
 from density.schema import RawType, Schema
-from training.data import DataError, encode_table, missing_mask
+from training.data import CellOrigin, DataError, encode_table, missing_mask, text_cell_origin
 from training.report import write_report as write_files
 
 SCORE_BATCH = 8192
@@ -101,21 +101,19 @@ def _is_numeric(values: np.ndarray) -> bool:
     return values.dtype.kind in "fiub"
 
 
-def _example(values: np.ndarray) -> object:
-    return next((v for v in values if v is not None), None)
+def _check_column(
+    schema: Schema, name: str, values: np.ndarray, stream: str, origin: CellOrigin | None
+) -> np.ndarray:
+    """Validate one feature column's type; returns its missing-value mask.
 
-
-def _check_column(schema: Schema, name: str, values: np.ndarray, stream: str) -> np.ndarray:
-    """Validate one feature column's type; returns its missing-value mask."""
+    `origin` is where the column's first non-numeric cell is, if it holds text."""
     spec = next(f for f in schema.features if f.name == name)
     missing = missing_mask(values)
     if len(values) and missing.all():
         raise CalibrationDataError(f"column {name!r} is entirely missing")
     if spec.raw_type == RawType.NUMBER and not _is_numeric(values):
-        raise CalibrationDataError(
-            f"column {name!r} holds text (e.g. {_example(values)!r}) but the model of stream "
-            f"{stream!r} expects numbers"
-        )
+        where = origin.not_a_number(name) if origin else f"column {name!r} holds text"
+        raise CalibrationDataError(f"{where} (the model of stream {stream!r} expects numbers)")
     if spec.raw_type == RawType.STRING and _is_numeric(values):
         raise CalibrationDataError(
             f"column {name!r} holds numbers but the model of stream {stream!r} expects text "
@@ -133,7 +131,8 @@ def encode_columns(
     """Encode a table's columns with a model's schema: (encoded rows, kept-row mask).
 
     Rows with a missing feature value are left out (mask False). Raises CalibrationDataError
-    naming the column for a missing column, a column of the wrong type, or an infinite value.
+    naming the column for a missing column, a column of the wrong type (text: with the file,
+    line and value of its first non-numeric cell), or an infinite value.
     """
     absent = [name for name in schema.names if name not in columns]
     if absent:
@@ -144,7 +143,9 @@ def encode_columns(
     n = len(columns[schema.names[0]])
     keep = np.ones(n, dtype=bool)
     for name in schema.names:
-        keep &= ~_check_column(schema, name, np.asarray(columns[name]), stream)
+        values = np.asarray(columns[name])
+        origin = None if _is_numeric(values) else text_cell_origin(columns, name)
+        keep &= ~_check_column(schema, name, values, stream, origin)
     kept = {name: np.asarray(columns[name])[keep] for name in schema.names}
     try:
         x = encode_table(schema, kept)

@@ -8,7 +8,10 @@ Formats:
   is numeric when every non-missing cell parses as a number, else text. Missing cells are
   empty or one of NA, N/A, NaN, nan, null, NULL, None. Blank lines are skipped. A row with the
   wrong number of fields is an error naming the file and line. The file is streamed: it is
-  read once, and a second time only for columns that turned out to hold text.
+  read once, and a second time only for columns that turned out to hold text. For each text
+  column the reader records where its first non-numeric cell is (`Table.text_origins`), so a
+  text column where numbers are needed is reported as `data.csv line 17, column 'mem':
+  expected a number, got 'abc'` (Parquet and NumPy files: the row index instead of a line).
 - Parquet: numeric and boolean columns become float64 (nulls NaN), string columns text
   (nulls None); only the requested columns are read.
 - `.npy`: a 2-D numeric array (columns x0, x1, ...) or a structured array (its field names).
@@ -29,8 +32,9 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import re
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +50,77 @@ SUFFIXES = (*CSV_SUFFIXES, ".parquet", ".pq", ".npy", ".npz")
 LABEL = "label"
 MAX_DROPPED_FRACTION = 0.5
 _CHUNK_ROWS = 8192
-
-Table = dict[str, np.ndarray]
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what the csv reader counts as a line
 
 
 class DataError(ValueError):
     """Unreadable or unusable data; the message names the file, line and column."""
+
+
+@dataclass(frozen=True)
+class CellOrigin:
+    """Where a text column's first non-numeric cell is: file, 0-based record, 1-based line."""
+
+    path: Path | None
+    row: int
+    value: str
+    line: int | None = None  # where the cell starts (CSV only)
+
+    def location(self) -> str:
+        """`data.csv line 17`, or `data.parquet row 16` where the file has no lines."""
+        where = f"line {self.line}" if self.line is not None else f"row {self.row}"
+        return where if self.path is None else f"{self.path} {where}"
+
+    def not_a_number(self, column: str) -> str:
+        """`data.csv line 17, column 'mem': expected a number, got 'abc'`."""
+        return f"{self.location()}, column {column!r}: expected a number, got {self.value!r}"
+
+
+class Table(dict[str, np.ndarray]):
+    """Named columns in order, plus the origin of each text column's first non-numeric cell."""
+
+    def __init__(
+        self,
+        columns: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]] = (),
+        text_origins: Mapping[str, CellOrigin] | None = None,
+    ) -> None:
+        super().__init__(columns)
+        self.text_origins: dict[str, CellOrigin] = dict(text_origins or {})
+
+
+def text_origins(table: Mapping[str, np.ndarray]) -> Mapping[str, CellOrigin]:
+    """The recorded text-cell origins of a table read by `read_table` (none for a plain dict)."""
+    return table.text_origins if isinstance(table, Table) else {}
+
+
+def text_cell_origin(table: Mapping[str, np.ndarray], column: str) -> CellOrigin | None:
+    """Where `column`'s first non-numeric cell is: as recorded by the reader, else found in
+    the values (row index into `table` as given, no file); None if it holds no text."""
+    recorded = text_origins(table).get(column)
+    return recorded if recorded is not None else first_text_cell(np.asarray(table[column]))
+
+
+def first_text_cell(values: np.ndarray, path: Path | None = None) -> CellOrigin | None:
+    """The first non-missing cell that is not a number (else the first non-missing one)."""
+    if values.dtype.kind not in "OUS":
+        return None
+    fallback: CellOrigin | None = None
+    for row, value in enumerate(values.tolist()):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if not _is_number(text):
+            return CellOrigin(path, row, text)
+        fallback = fallback or CellOrigin(path, row, text)
+    return fallback
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 # -- entry point --------------------------------------------------------------------------
@@ -66,12 +135,20 @@ def read_table(path: str | Path, columns: Sequence[str] | None = None) -> Table:
     if suffix in CSV_SUFFIXES:
         return read_csv(path, columns)
     if suffix in (".parquet", ".pq"):
-        return read_parquet(path, columns)
+        return _with_origins(read_parquet(path, columns), path)
     if suffix == ".npy":
-        return read_npy(path, columns)
+        return _with_origins(read_npy(path, columns), path)
     if suffix == ".npz":
-        return read_npz(path, columns)
+        return _with_origins(read_npz(path, columns), path)
     raise DataError(f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
+
+
+def _with_origins(table: Table, path: Path) -> Table:
+    for name, values in table.items():
+        origin = first_text_cell(values, path)
+        if origin is not None:
+            table.text_origins[name] = origin
+    return table
 
 
 def _suffix(path: Path) -> str:
@@ -128,22 +205,39 @@ def _header(reader: Any, path: Path) -> list[str]:
     raise DataError(f"{path}: empty file (no header row)")
 
 
-def _csv_chunks(reader: Any, path: Path, width: int) -> Iterator[list[list[str]]]:
-    """Rows in chunks, checking each row's field count."""
+def _csv_chunks(
+    reader: Any, path: Path, width: int
+) -> Iterator[tuple[list[list[str]], list[int]]]:
+    """Rows in chunks with the line each row starts on, checking each row's field count."""
     chunk: list[list[str]] = []
+    starts: list[int] = []
+    end = reader.line_num
     for row in reader:
+        start, end = end + 1, reader.line_num
         if not row:
             continue
         if len(row) != width:
-            raise DataError(
-                f"{path} line {reader.line_num}: expected {width} fields, got {len(row)}"
-            )
+            raise DataError(f"{path} line {end}: expected {width} fields, got {len(row)}")
         chunk.append(row)
+        starts.append(start)
         if len(chunk) == _CHUNK_ROWS:
-            yield chunk
-            chunk = []
+            yield chunk, starts
+            chunk, starts = [], []
     if chunk:
-        yield chunk
+        yield chunk, starts
+
+
+def _csv_text_origin(
+    path: Path, chunk: list[list[str]], starts: list[int], j: int, first_row: int
+) -> CellOrigin:
+    """The first non-numeric cell of field j in a chunk; its line counts the line breaks
+    inside the record's earlier (quoted) fields."""
+    for i, row in enumerate(chunk):
+        cell = row[j]
+        if cell not in MISSING_TOKENS and not _is_number(cell):
+            line = starts[i] + sum(len(_LINE_BREAK.findall(field)) for field in row[:j])
+            return CellOrigin(path, first_row + i, cell, line)
+    raise AssertionError("the chunk was parsed as numbers")  # pragma: no cover
 
 
 @contextmanager
@@ -170,22 +264,28 @@ def read_csv(path: str | Path, columns: Sequence[str] | None = None) -> Table:
         names = _select(header, columns, str(path))
         index = {name: header.index(name) for name in names}
         numbers: dict[str, array[float]] = {name: array("d") for name in names}
+        origins: dict[str, CellOrigin] = {}
         n_rows = 0
-        for chunk in _csv_chunks(reader, path, len(header)):
-            n_rows += len(chunk)
+        for chunk, starts in _csv_chunks(reader, path, len(header)):
             for name in list(numbers):
                 parsed = _parse_numbers([row[index[name]] for row in chunk])
                 if parsed is None:
                     del numbers[name]  # text: read again below
+                    origins[name] = _csv_text_origin(path, chunk, starts, index[name], n_rows)
                 else:
                     numbers[name].extend(parsed)
+            n_rows += len(chunk)
     if n_rows == 0:
         raise DataError(f"{path}: has a header but no data rows")
     texts = _read_text_columns(path, [n for n in names if n not in numbers], index, len(header))
-    return {
-        name: np.frombuffer(numbers[name], dtype=np.float64) if name in numbers else texts[name]
-        for name in names
-    }
+    return Table(
+        (
+            (name, np.frombuffer(numbers[name], dtype=np.float64) if name in numbers
+             else texts[name])
+            for name in names
+        ),
+        text_origins=origins,
+    )
 
 
 def _read_text_columns(
@@ -199,7 +299,7 @@ def _read_text_columns(
         reader = csv.reader(f, delimiter=_delimiter(path), strict=True)
         box.append(reader)
         _header(reader, path)
-        for chunk in _csv_chunks(reader, path, width):
+        for chunk, _ in _csv_chunks(reader, path, width):
             for name in names:
                 values[name].extend(_texts([row[index[name]] for row in chunk]))
     return {name: _object_array(v) for name, v in values.items()}
@@ -227,8 +327,10 @@ def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> Tabl
         names = _select(parquet.schema_arrow.names, columns, str(path))
         if parquet.metadata.num_rows == 0:
             raise DataError(f"{path}: no rows")
-        return {name: _arrow_column(parquet.read(columns=[name]).column(0), name, path, pa)
-                for name in names}
+        return Table(
+            (name, _arrow_column(parquet.read(columns=[name]).column(0), name, path, pa))
+            for name in names
+        )
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: cannot read Parquet: {e}") from None
 
@@ -292,7 +394,7 @@ def _with_label(table: Table, y: np.ndarray, order: Sequence[str], path: Path) -
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{path}: 'y' has shape {y.shape}, expected ({n},)")
     table[LABEL] = _column(np.asarray(y))
-    return {name: table[name] for name in order}
+    return Table((name, table[name]) for name in order)
 
 
 def _column(values: np.ndarray) -> np.ndarray:
@@ -307,13 +409,13 @@ def _array_table(values: np.ndarray, columns: Sequence[str] | None, where: str) 
     try:
         if values.dtype.names:
             names = _select(list(values.dtype.names), columns, where)
-            table = {name: _column(values[name]) for name in names}
+            table = Table((name, _column(values[name])) for name in names)
         else:
             if values.ndim != 2:
                 raise DataError(f"{where}: expected a 2-D array, got shape {values.shape}")
             available = [f"x{j}" for j in range(values.shape[1])]
             names = _select(available, columns, where)
-            table = {name: _column(values[:, available.index(name)]) for name in names}
+            table = Table((name, _column(values[:, available.index(name)])) for name in names)
     except DataError:
         raise
     except ValueError as e:
@@ -348,7 +450,10 @@ def _read_folder(folder: Path, columns: Sequence[str] | None) -> Table:
                     f"{path}: column {name!r} is {kinds[0]} but {kinds[1]} in {files[0].name}"
                 )
         parts.append(part)
-    table: Table = {}
+    table = Table()
+    for part in parts:  # a text column's first text cell is in the first file
+        for name, origin in part.text_origins.items():
+            table.text_origins.setdefault(name, origin)
     for name in names:  # one column at a time, releasing the parts as they are used
         pieces = [part.pop(name) for part in parts]
         table[name] = np.concatenate(pieces)
@@ -408,9 +513,10 @@ def drop_missing(
             f"{max_fraction:.0%}); column {worst!r} alone is missing in {per_column[worst]}"
         )
     report = MissingReport(n_records=n, n_dropped=n_dropped, per_column=per_column)
+    origins = text_origins(table)  # still the cells' places in the file
     if n_dropped == 0:
-        return dict(table), keep, report
-    return {name: values[keep] for name, values in table.items()}, keep, report
+        return Table(table, origins), keep, report
+    return Table(((name, values[keep]) for name, values in table.items()), origins), keep, report
 
 
 # -- encoding -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from density.schema import FeatureKind, FeatureSpec, RawType, Schema
+from training.data import CellOrigin, first_text_cell, text_origins
 
 
 class SchemaError(ValueError):
@@ -60,13 +61,18 @@ def infer_feature(
     values: np.ndarray,
     options: InferenceOptions,
     kind: FeatureKind | None = None,
+    origin: CellOrigin | None = None,
 ) -> FeatureSpec:
-    """Infer one feature's spec from its (non-missing) training values."""
+    """Infer one feature's spec from its (non-missing) training values.
+
+    `origin`: where the column's first non-numeric cell is in its file, if known."""
     if len(values) == 0:
         raise SchemaError(f"column {name!r} has no non-missing values")
     if _is_string_column(values):
         if kind not in (None, FeatureKind.CATEGORICAL):
-            raise SchemaError(f"column {name!r} holds strings but is declared {kind.value}")
+            cell = origin or first_text_cell(values)
+            where = cell.not_a_number(name) if cell else f"column {name!r} holds strings"
+            raise SchemaError(f"{where} (the column is declared {kind.value})")
         return _categorical(name, [str(v) for v in values], RawType.STRING, options)
     x = values.astype(np.float64)
     if not np.isfinite(x).all():
@@ -124,14 +130,18 @@ def infer_schema(
     overrides: Mapping[str, FeatureKind] | None = None,
     options: InferenceOptions | None = None,
 ) -> Schema:
-    """A schema for named columns (in the mapping's order), with per-column kind overrides."""
+    """A schema for named columns (in the mapping's order), with per-column kind overrides.
+
+    A text column declared continuous or integer is an error naming its first non-numeric
+    cell (file and line when `columns` is a `training.data.Table` from `read_table`)."""
     options = options or InferenceOptions()
     overrides = overrides or {}
     unknown = set(overrides) - set(columns)
     if unknown:
         raise SchemaError(f"type overrides name unknown columns: {sorted(unknown)}")
+    origins = text_origins(columns)
     features = [
-        infer_feature(name, values, options, overrides.get(name))
+        infer_feature(name, values, options, overrides.get(name), origins.get(name))
         for name, values in columns.items()
     ]
     return Schema(features=features)

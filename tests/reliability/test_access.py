@@ -351,7 +351,7 @@ def test_concurrent_streams_per_connection_is_enforced(built_store: tuple[Path, 
 
         def held() -> Iterator[np.ndarray]:
             yield X
-            release.wait(20)
+            release.wait(3)
 
         streams = [client.score_stream("alpha", held()) for _ in range(2)]
         for s in streams:

@@ -111,7 +111,7 @@ def test_missing_values_are_dropped_and_counted(store: ArtifactStore) -> None:
     [
         (lambda d: d.pop("os"), r"lacks column\(s\) \['os'\]"),
         (lambda d: d.update(cpu=np.array(["high"] * len(d["os"]), dtype=object)),
-         r"column 'cpu' holds text \(e.g. 'high'\) but the model .* expects numbers"),
+         r"^row 0, column 'cpu': expected a number, got 'high' \(the model .* expects numbers"),
         (lambda d: d.update(os=np.ones(len(d["os"]))),
          r"column 'os' holds numbers but the model .* expects text"),
         (lambda d: d["cpu"].__setitem__(5, np.inf), r"column 'cpu', row 5: inf"),

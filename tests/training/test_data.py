@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -17,14 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import training.data
+from density.schema import FeatureKind
 from training.data import (
+    CellOrigin,
     DataError,
     drop_missing,
     encode_table,
     missing_mask,
     read_table,
+    text_cell_origin,
 )
-from training.schema import infer_schema
+from training.schema import SchemaError, infer_schema
 
 # -- random tables ------------------------------------------------------------------------
 NUMBER = st.one_of(
@@ -173,6 +179,94 @@ def test_unknown_column_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "t.xlsx").write_text("")
     with pytest.raises(DataError, match="unsupported file type"):
         read_table(tmp_path / "t.xlsx")
+
+
+# -- where a text column's first non-numeric cell is ---------------------------------------
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+NUMBER_CELL = st.one_of(
+    st.sampled_from(["", "NA", "nan", "null"]), st.floats(allow_nan=False).map(repr)
+)
+BAD_CELL = st.text(alphabet="xyz", min_size=1, max_size=4).map(lambda s: "bad" + s)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    n=st.integers(1, 25),
+    data=st.data(),
+    eol=st.sampled_from(["\n", "\r\n"]),
+    chunk_rows=st.integers(1, 6),
+)
+def test_csv_text_origin_is_the_real_line_of_the_first_bad_cell(
+    n: int, data: st.DataObject, eol: str, chunk_rows: int
+) -> None:
+    """The line is counted independently in the written text: blank lines and quoted
+    multi-line fields (also in the same record, before the cell) shift it."""
+    bad_row = data.draw(st.integers(0, n - 1), label="bad_row")
+    bad = data.draw(BAD_CELL, label="bad")
+    notes = st.text(alphabet=list('ab ,"\n\r'), max_size=6)
+    text = eol * data.draw(st.integers(0, 2)) + "note,v,w" + eol
+    line = None
+    for i in range(n):
+        text += eol * data.draw(st.integers(0, 2))  # blank lines are skipped
+        prefix = _quoted(data.draw(notes)) + ","
+        if i == bad_row:
+            line = len(LINE_BREAK.findall(text + prefix)) + 1
+            v = bad
+        else:  # before the bad cell numbers or missing; after it anything
+            v = data.draw(NUMBER_CELL if i < bad_row else st.one_of(NUMBER_CELL, BAD_CELL))
+        text += prefix + v + "," + data.draw(NUMBER_CELL) + eol
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.csv"
+        path.write_bytes(text.encode("utf-8"))
+        with mock.patch.object(training.data, "_CHUNK_ROWS", chunk_rows):
+            table = read_table(path)
+    assert table["v"].dtype == object and table["v"][bad_row] == bad
+    assert table.text_origins["v"] == CellOrigin(path, bad_row, bad, line)
+    assert text_cell_origin(table, "v") == table.text_origins["v"]
+    assert table.text_origins["v"].not_a_number("v") == (
+        f"{path} line {line}, column 'v': expected a number, got {bad!r}"
+    )
+    assert "w" not in table.text_origins  # numeric columns have no origin
+
+
+def test_text_origin_without_lines_names_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"mem": ["1.5", None, "abc", "def"], "x": [1.0, 2.0, 3.0, 4.0]}), path)
+    origin = read_table(path).text_origins["mem"]
+    assert origin.not_a_number("mem") == f"{path} row 2, column 'mem': expected a number, got 'abc'"
+    structured = np.array([("7", 1.0), ("x", 2.0)], dtype=[("k", "U3"), ("f", "f8")])
+    np.save(tmp_path / "s.npy", structured)
+    table = read_table(tmp_path / "s.npy")
+    assert table.text_origins == {"k": CellOrigin(tmp_path / "s.npy", 1, "x")}
+
+
+def test_text_origin_of_a_plain_mapping_is_found_in_its_values() -> None:
+    columns = {"k": np.array([None, "2", "oops", "x"], dtype=object), "f": np.ones(4)}
+    assert text_cell_origin(columns, "k") == CellOrigin(None, 2, "oops")
+    assert text_cell_origin(columns, "f") is None
+    assert CellOrigin(None, 2, "oops").not_a_number("k") == (
+        "row 2, column 'k': expected a number, got 'oops'"
+    )
+
+
+def test_text_origin_survives_folders_and_dropping_missing_records(
+    tmp_path: Path, write_csv: Callable[..., Path]
+) -> None:
+    write_csv(tmp_path / "a.csv", ["v", "os"], [[1, "2"], [None, "3"], [3, "linux"], [4, "5"]])
+    write_csv(tmp_path / "b.csv", ["v", "os"], [[5, "bsd"], [6, "mac"]])
+    table, _, report = drop_missing(read_table(tmp_path))
+    assert report.n_dropped == 1
+    assert table.text_origins["os"] == CellOrigin(tmp_path / "a.csv", 2, "linux", 4)
+    with pytest.raises(SchemaError) as info:
+        infer_schema(table, overrides={"os": FeatureKind.CONTINUOUS})
+    assert str(info.value) == (
+        f"{tmp_path / 'a.csv'} line 4, column 'os': expected a number, got 'linux' "
+        "(the column is declared continuous)"
+    )
 
 
 # -- Parquet ------------------------------------------------------------------------------

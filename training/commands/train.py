@@ -24,7 +24,14 @@ import torch
 from density.artifact import ArtifactError, ArtifactStore, Manifest, TrainingInfo, fingerprint
 from density.schema import EncodingError, Schema
 from training.config import ConfigError, StreamConfig, StreamsConfig, load_config
-from training.data import DataError, MissingReport, drop_missing, encode_table, read_table
+from training.data import (
+    DataError,
+    MissingReport,
+    Table,
+    drop_missing,
+    encode_table,
+    read_table,
+)
 from training.fit import FitConfig, FitResult, fit
 from training.schema import InferenceOptions, SchemaError, infer_schema
 
@@ -183,8 +190,9 @@ def register(subparsers: Any) -> None:
 
 
 # -- training -----------------------------------------------------------------------------
-def load_features(stream: StreamConfig) -> tuple[dict[str, Any], MissingReport]:
-    """The stream's feature columns, with records that miss any value dropped."""
+def load_features(stream: StreamConfig) -> tuple[Table, MissingReport]:
+    """The stream's feature columns, with records that miss any value dropped (the table
+    keeps where each text column's first text cell is, for errors naming file and line)."""
     table = read_table(stream.source, stream.columns)
     if stream.columns is None and stream.label_column is not None:
         table.pop(stream.label_column, None)
