@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import git_commit, machine_info, write_results
-from density.artifact import ArtifactStore, Manifest, TrainingInfo, fingerprint, with_calibration
+from density.artifact import ArtifactStore, Manifest, fingerprint, with_calibration
 from density.calibration import calibrate
 from density.model import log_prob_numpy
 from densitywatch.client import Client
@@ -61,16 +61,7 @@ def build_store(root: Path) -> None:
             seed=seed,
         )
         result = fit(schema, schema.encode(x[:4000]), config)
-        info = TrainingInfo(
-            train_nll=result.train_nll,
-            val_nll=result.val_nll,
-            n_train=result.n_train,
-            n_val=result.n_val,
-            epochs=result.epochs,
-            duration_s=result.duration_s,
-            seed=seed,
-            data_fingerprint=fingerprint(x),
-        )
+        info = result.training_info(fingerprint(x), seed=seed)
         manifest = Manifest(
             stream=stream,
             feature_schema=schema,
