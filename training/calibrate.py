@@ -239,9 +239,7 @@ def _disable(show_progress: bool | None) -> bool | None:
     return None if show_progress is None else not show_progress
 
 
-def label_metrics(
-    log_p: np.ndarray, labels: np.ndarray, levels: list[LevelReport]
-) -> LabelMetrics:
+def label_metrics(log_p: np.ndarray, labels: np.ndarray, levels: list[LevelReport]) -> LabelMetrics:
     """ROC-AUC, PR-AUC, and precision / recall per level (filled into `levels`)."""
     anomaly_score = -np.nan_to_num(log_p, neginf=-1e300, posinf=1e300)
     n_anom = int(labels.sum())
@@ -332,6 +330,25 @@ def calibrate_stream(
             folder = Path(report_root) / stream / report.version
         write_files(report, outcome.clean_scores, outcome.anomaly_scores, folder)
     return report
+
+
+def calibrate_encoded(
+    store: ArtifactStore,
+    artifact: Artifact,
+    x: np.ndarray,
+    levels: Mapping[str, float] | None = None,
+) -> Artifact:
+    """Calibrate on already-encoded clean records and write the calibrated child version.
+
+    The library shortcut for data already known to fit the schema (benchmarks, tests);
+    `run_calibration` is the job's path, with validation, labels and reports.
+    """
+    calibration = calibrate(
+        score(artifact.model, x, show_progress=False),
+        None if levels is None else dict(levels),
+        data_fingerprint=fingerprint(x),
+    )
+    return store.write(artifact.model, with_calibration(artifact, calibration))
 
 
 def run_calibration(

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
-from density.artifact import TrainingInfo
+from density.artifact import Manifest, TrainingInfo
 from density.model import ArchitectureSpec, DensityModel
 from density.schema import Schema
 
@@ -116,6 +116,15 @@ class FitResult:
             data_fingerprint=data_fingerprint,
             candidates=[dict(c) for c in self.candidates],
             **extra,
+        )
+
+    def manifest(self, stream: str, training: TrainingInfo) -> Manifest:
+        """The manifest of a new version of `stream` holding this fit's model."""
+        return Manifest(
+            stream=stream,
+            feature_schema=self.model.schema,
+            architecture=self.model.architecture,
+            training=training,
         )
 
 

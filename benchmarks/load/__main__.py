@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import git_commit, machine_info, write_results
-from density.artifact import ArtifactStore, Manifest, fingerprint, with_calibration
-from density.calibration import calibrate
-from density.model import log_prob_numpy
+from density.artifact import ArtifactStore, fingerprint
 from densitywatch.client import Client
+from training.calibrate import calibrate_encoded
 from training.fit import Capacity, FitConfig, fit
 from training.schema import infer_schema_from_matrix
 
@@ -62,15 +61,8 @@ def build_store(root: Path) -> None:
         )
         result = fit(schema, schema.encode(x[:4000]), config)
         info = result.training_info(fingerprint(x), seed=seed)
-        manifest = Manifest(
-            stream=stream,
-            feature_schema=schema,
-            architecture=result.capacity.architecture(),
-            training=info,
-        )
-        artifact = store.write(result.model, manifest)
-        cal = calibrate(log_prob_numpy(artifact.model, schema.encode(x[4000:])))
-        store.write(artifact.model, with_calibration(artifact, cal))
+        artifact = store.write(result.model, result.manifest(stream, info))
+        calibrate_encoded(store, artifact, schema.encode(x[4000:]))
 
 
 def free_port() -> int:

@@ -27,11 +27,10 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from benchmarks.common import git_commit, machine_info, write_results
-from density.artifact import ArtifactStore, Manifest, fingerprint, with_calibration
-from density.calibration import calibrate
-from density.model import log_prob_numpy
+from density.artifact import ArtifactStore, fingerprint
 from densitywatch.client import Client
 from protos.densitywatch.v1 import densitywatch_pb2 as pb
+from training.calibrate import calibrate_encoded
 from training.fit import Capacity, FitConfig, default_capacities, fit
 from training.schema import infer_schema_from_matrix
 
@@ -60,12 +59,8 @@ def build_store(root: Path) -> tuple[Any, np.ndarray]:
     )
     info = result.training_info(fingerprint(x), seed=0)
     store = ArtifactStore(root)
-    manifest = Manifest(
-        stream=STREAM, feature_schema=schema, architecture=capacity.architecture(), training=info
-    )
-    artifact = store.write(result.model, manifest)
-    cal = calibrate(log_prob_numpy(artifact.model, x[20_000:]))
-    store.write(artifact.model, with_calibration(artifact, cal))
+    artifact = store.write(result.model, result.manifest(STREAM, info))
+    calibrate_encoded(store, artifact, x[20_000:])
     return store.load(STREAM), x
 
 

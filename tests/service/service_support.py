@@ -18,13 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from density.artifact import Artifact, ArtifactStore, Manifest, fingerprint
-from density.artifact import with_calibration as manifest_with_calibration
-from density.calibration import calibrate
-from density.model import log_prob_numpy
+from density.artifact import Artifact, ArtifactStore, fingerprint
 from density.schema import FeatureKind, FeatureSpec, RawType, Schema
 from service.server import DensityWatchServer
 from service.settings import ServiceSettings
+from training.calibrate import calibrate_encoded
 from training.fit import Capacity, FitConfig, fit
 
 torch.set_num_threads(1)
@@ -90,22 +88,14 @@ def write_version(
     """Fit, write an uncalibrated version, then (if x_cal) a calibrated child version."""
     result = _fit(schema, x_fit, seed)
     info = result.training_info(fingerprint(x_fit), seed=seed)
-    manifest = Manifest(
-        stream=stream,
-        feature_schema=schema,
-        architecture=result.capacity.architecture(),
-        training=info,
-    )
-    artifact = store.write(result.model, manifest)
+    artifact = store.write(result.model, result.manifest(stream, info))
     if x_cal is None:
         return artifact
     return add_calibration(store, artifact, x_cal)
 
 
 def add_calibration(store: ArtifactStore, artifact: Artifact, x_cal: np.ndarray) -> Artifact:
-    scores = log_prob_numpy(artifact.model, x_cal)
-    calibration = calibrate(scores, LEVELS, data_fingerprint=fingerprint(x_cal))
-    return store.write(artifact.model, manifest_with_calibration(artifact, calibration))
+    return calibrate_encoded(store, artifact, x_cal, LEVELS)
 
 
 def build_store(root: Path) -> dict[str, Any]:

@@ -14,11 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from density.artifact import Artifact, ArtifactStore, Manifest, TrainingInfo, fingerprint
-from density.model import DensityModel
-from density.schema import Schema
+from density.artifact import Artifact, ArtifactStore, TrainingInfo, fingerprint
 from training.data import encode_table
-from training.fit import Capacity, FitConfig, fit
+from training.fit import Capacity, FitConfig, FitResult, fit
 from training.schema import infer_schema
 
 torch.set_num_threads(1)
@@ -64,14 +62,13 @@ RECIPES = {
 
 
 @functools.cache
-def fitted(recipe: str) -> tuple[Schema, DensityModel, TrainingInfo]:
+def fitted(recipe: str) -> tuple[FitResult, TrainingInfo]:
     """Fit (once per process) a small model on a recipe's training data."""
     columns = RECIPES[recipe]()
     schema = infer_schema(columns)
     x = encode_table(schema, columns)
     result = fit(schema, x, SMALL)
-    info = result.training_info(fingerprint(x), seed=0)
-    return schema, result.model, info
+    return result, result.training_info(fingerprint(x), seed=0)
 
 
 def training_columns(recipe: str) -> dict:
@@ -80,11 +77,8 @@ def training_columns(recipe: str) -> dict:
 
 def add_stream(store: ArtifactStore, stream: str, recipe: str) -> Artifact:
     """Write the recipe's fitted model as a new (uncalibrated) version of `stream`."""
-    schema, model, info = fitted(recipe)
-    manifest = Manifest(
-        stream=stream, feature_schema=schema, architecture=model.architecture, training=info
-    )
-    return store.write(model, manifest)
+    result, info = fitted(recipe)
+    return store.write(result.model, result.manifest(stream, info))
 
 
 def write_csv(path: Path, columns: Mapping[str, np.ndarray]) -> Path:

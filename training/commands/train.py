@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from density.artifact import ArtifactError, ArtifactStore, Manifest, TrainingInfo, fingerprint
+from density.artifact import ArtifactError, ArtifactStore, TrainingInfo, fingerprint
 from density.schema import EncodingError, Schema
 from training.config import ConfigError, StreamConfig, StreamsConfig, load_config
 from training.data import (
@@ -259,13 +259,7 @@ def train_stream(
         fit_config = fit_config.model_copy(update={"max_steps": options.max_steps})
     result = fit(schema, x, fit_config, description=stream.name)
     info = _training_info(stream, result, fit_config, inference, report, fingerprint(x))
-    manifest = Manifest(
-        stream=stream.name,
-        feature_schema=schema,
-        architecture=result.model.architecture,
-        training=info,
-    )
-    artifact = store.write(result.model, manifest)
+    artifact = store.write(result.model, result.manifest(stream.name, info))
     return StreamSummary(
         stream=stream.name,
         status="ok",
