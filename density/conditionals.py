@@ -19,6 +19,18 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 4.0
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """torch.logsumexp; without gradients, the same arithmetic minus its guard against
+    infinite maxima (bit-identical for finite inputs, three fewer tensor operations, which
+    matters at small batch sizes). Every caller here passes finite values: standardised
+    inputs and log scales are clamped.
+    """
+    if x.requires_grad:  # training keeps torch's own backward
+        return torch.logsumexp(x, dim=dim)
+    top = x.amax(dim=dim, keepdim=True)
+    return (x - top).exp().sum(dim=dim).log() + top.squeeze(dim)
+
+
 def split_mixture(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(..., 3K) -> log weights, means, log scales, each (..., K)."""
     logits, means, raw_scale = params.chunk(3, dim=-1)
@@ -35,8 +47,8 @@ def mixture_log_prob(params: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     logits, means, raw_scale = params.chunk(3, dim=-1)
     log_scales = raw_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
     u = (z.unsqueeze(-1) - means) * torch.exp(-log_scales)
-    joint = torch.logsumexp(logits - 0.5 * u * u - log_scales, dim=-1)
-    return joint - torch.logsumexp(logits, dim=-1) - _HALF_LOG_2PI
+    joint = logsumexp(logits - 0.5 * u * u - log_scales, dim=-1)
+    return joint - logsumexp(logits, dim=-1) - _HALF_LOG_2PI
 
 
 def mixture_sample(params: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -76,6 +76,7 @@ class DensityModel(nn.Module):
             orderings = default_orderings(n_features, architecture.n_orderings, seed)
         check_orderings(orderings, n_features)
         self.register_buffer("orderings", orderings.clone().long())
+        self.n_members = int(orderings.shape[0])
         self._register_preprocessing(schema)
         in_deg, out_deg = self._unit_degrees()
         hidden = [architecture.hidden_width] * architecture.hidden_layers
@@ -120,6 +121,11 @@ class DensityModel(nn.Module):
         self.register_buffer("cat_sizes", torch.tensor(sizes, dtype=torch.long))
         valid = torch.arange(vmax)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]
         self.register_buffer("cat_valid", valid.reshape(len(cat), vmax))
+        # Static facts of the schema that let log_prob skip whole steps (fewer tensor
+        # operations: per-operation overhead dominates small batches).
+        self._all_numeric = not cat
+        self._any_integer = any(feats[j].kind == FeatureKind.INTEGER for j in num)
+        self._any_log = any(feats[j].log_transform for j in num)
 
     def _unit_degrees(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member degrees of input units [numeric z | one-hots] and output units."""
@@ -145,16 +151,21 @@ class DensityModel(nn.Module):
 
     # -- preprocessing --------------------------------------------------------------------
     def _preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw numeric values (n, Dn) float64 -> standardised z (n, Dn), log|dz/dx| (n, Dn)."""
-        offset = torch.rand_like(x) if self.training else torch.full_like(x, 0.5)
-        x = x + offset * self.is_integer
-        ax = x.abs()
-        y = torch.where(self.log_transform, torch.sign(x) * torch.log1p(ax), x)
-        log_jac = torch.where(self.log_transform, -torch.log1p(ax), torch.zeros_like(x))
+        """Raw numeric values (n, Dn) float64 -> standardised z (n, Dn), log|dz/dx|.
+
+        The log-Jacobian is (n, Dn), or (Dn,) when no feature is log-transformed."""
+        if self._any_integer:
+            offset = torch.rand_like(x) if self.training else torch.full_like(x, 0.5)
+            x = x + offset * self.is_integer
+        log_jac = -torch.log(self.std)
+        if self._any_log:
+            ax = x.abs()
+            x = torch.where(self.log_transform, torch.sign(x) * torch.log1p(ax), x)
+            log_jac = torch.where(self.log_transform, -torch.log1p(ax), 0.0) + log_jac
         # Clamping keeps absurd (but finite) inputs finite in float32: they still score as
         # astronomically improbable, never as NaN.
-        z = ((y - self.mean) / self.std).clamp(-Z_LIMIT, Z_LIMIT)
-        return z, log_jac - torch.log(self.std)
+        z = ((x - self.mean) / self.std).clamp(-Z_LIMIT, Z_LIMIT)
+        return z, log_jac
 
     def _postprocess(self, z: torch.Tensor) -> torch.Tensor:
         """Inverse of `_preprocess` for sampling: z -> raw values (integers floored)."""
@@ -172,10 +183,16 @@ class DensityModel(nn.Module):
         """Per-member, per-feature log terms (E, n, D) for encoded records x (n, D)."""
         x = x.to(torch.float64)
         n, k = x.shape[0], self.architecture.n_components
+        if self._all_numeric:  # num_index is every feature, in order
+            z, log_jac = self._preprocess(x)
+            zf = z.to(torch.float32)
+            out = self.net(zf.unsqueeze(0).expand(self.n_members, -1, -1))
+            params = out.reshape(-1, n, x.shape[1], 3 * k)
+            return cond.mixture_log_prob(params, zf) + log_jac.to(torch.float32)
         z, log_jac = self._preprocess(x[:, self.num_index])
         cat = x[:, self.cat_index].long()
         h = self._network_input(z, cat)
-        out = self.net(h.unsqueeze(0).expand(len(self.orderings), -1, -1))
+        out = self.net(h.unsqueeze(0).expand(self.n_members, -1, -1))
         dn, dc = len(self.num_index), len(self.cat_index)
         terms = out.new_zeros(out.shape[0], n, self.n_features)
         if dn:
@@ -192,21 +209,28 @@ class DensityModel(nn.Module):
     def log_prob(self, x: torch.Tensor) -> LogProb:
         """log p(x) of encoded raw records (n, D), with the per-feature terms."""
         terms = self.member_terms(x)
+        if terms.shape[0] == 1:  # one ordering: the mixture is the member itself
+            return LogProb(total=terms[0].sum(dim=-1), terms=terms[0])
         member_totals = terms.sum(dim=-1)  # (E, n)
-        total = torch.logsumexp(member_totals, dim=0) - math.log(len(self.orderings))
         weights = torch.softmax(member_totals, dim=0).unsqueeze(-1)
-        return LogProb(total=total, terms=(weights * terms).sum(dim=0))
+        return LogProb(total=self._mixture(member_totals), terms=(weights * terms).sum(dim=0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.log_prob(x).total
+        """log p(x) alone: `log_prob` without the per-feature terms (fewer operations)."""
+        member_totals = self.member_terms(x).sum(dim=-1)
+        return member_totals[0] if self.n_members == 1 else self._mixture(member_totals)
+
+    def _mixture(self, member_totals: torch.Tensor) -> torch.Tensor:
+        """(E, n) members' log p -> log of their average p."""
+        return cond.logsumexp(member_totals, dim=0) - math.log(self.n_members)
 
     # -- sampling -------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw n encoded records, sequentially along each sample's member ordering."""
-        members = torch.randint(len(self.orderings), (n,), generator=generator)
+        members = torch.randint(self.n_members, (n,), generator=generator)
         out = torch.zeros(n, self.n_features, dtype=torch.float64)
-        for e in range(len(self.orderings)):
+        for e in range(self.n_members):
             rows = (members == e).nonzero().squeeze(-1)
             if len(rows):
                 out[rows] = self._sample_member(e, len(rows), generator)
@@ -219,7 +243,7 @@ class DensityModel(nn.Module):
         num_pos = {int(j): i for i, j in enumerate(self.num_index)}
         cat_pos = {int(j): i for i, j in enumerate(self.cat_index)}
         for feature in self.orderings[e].tolist():
-            h = self._network_input(z, cat).unsqueeze(0).expand(len(self.orderings), -1, -1)
+            h = self._network_input(z, cat).unsqueeze(0).expand(self.n_members, -1, -1)
             out = self.net(h)[e]
             if feature in num_pos:
                 i = num_pos[feature]

@@ -75,6 +75,9 @@ class MaskedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (E, n, in_units) -> (E, n, out_units)."""
         h = x
-        for layer in self.layers[:-1]:
-            h = F.silu(layer(h))
-        return self.layers[-1](h)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):  # (slicing a ModuleList builds a new one)
+            h = layer(h)
+            if i < last:
+                h = F.silu(h)
+        return h

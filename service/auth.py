@@ -8,6 +8,7 @@ reflection) stay open so probes need no secret.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Sequence
@@ -108,11 +109,19 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if token is not None and self.accepts(token):
             return continuation(handler_call_details)
         reason = "invalid bearer token" if token else "missing bearer token"
-        return _rejecting(continuation(handler_call_details), reason)
+        handler = continuation(handler_call_details)
+        return _rejecting(
+            handler is not None and handler.request_streaming,
+            handler is not None and handler.response_streaming,
+            reason,
+        )
 
 
-def _rejecting(handler: grpc.RpcMethodHandler | None, reason: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind that aborts with UNAUTHENTICATED without parsing the payload."""
+@functools.cache  # a handful of (kind, reason) pairs; built once, not per refused call
+def _rejecting(
+    request_streaming: bool, response_streaming: bool, reason: str
+) -> grpc.RpcMethodHandler:
+    """A handler of the given kind that aborts with UNAUTHENTICATED without parsing the payload."""
     message = f"{reason}: send metadata '{AUTH_HEADER}: Bearer <token>'"
 
     def reject(request: Any, context: grpc.ServicerContext) -> Any:
@@ -121,11 +130,11 @@ def _rejecting(handler: grpc.RpcMethodHandler | None, reason: str) -> grpc.RpcMe
     def identity(data: bytes) -> bytes:
         return data
 
-    if handler is not None and handler.request_streaming:
-        if handler.response_streaming:
+    if request_streaming:
+        if response_streaming:
             return grpc.stream_stream_rpc_method_handler(reject, request_deserializer=identity)
         return grpc.stream_unary_rpc_method_handler(reject, request_deserializer=identity)
-    if handler is not None and handler.response_streaming:
+    if response_streaming:
         return grpc.unary_stream_rpc_method_handler(reject, request_deserializer=identity)
     return grpc.unary_unary_rpc_method_handler(reject, request_deserializer=identity)
 

@@ -150,11 +150,17 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
         yield request
 
 
+_MAX_CACHED_HANDLERS = 1024  # bounds the cache if some interceptor built handlers per call
+
+
 class ErrorInterceptor(grpc.ServerInterceptor):
     """Converts exceptions to statuses for every method and times every call."""
 
     def __init__(self, observe: DurationObserver) -> None:
         self._observe = observe
+        # Wrapped once per handler, not per call: the handlers behind a method are fixed
+        # (under token auth, also one of a few cached refusal handlers).
+        self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, Any]] = {}
 
     def intercept_service(
         self,
@@ -164,7 +170,16 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        key = (handler_call_details.method, id(handler))
+        cached = self._wrapped.get(key)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler_call_details.method.rsplit("/", 1)[-1], handler)
+        if len(self._wrapped) < _MAX_CACHED_HANDLERS:
+            self._wrapped[key] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         deserializer = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

@@ -12,6 +12,7 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -185,6 +186,7 @@ class ServiceMetrics:
         self.invalid_points = Counter(
             "densitywatch_invalid_points", "Rejected input", ["stream", "reason"], registry=r
         )
+        self._durations: dict[tuple[str, str], Any] = {}
         self.log_prob = LogProbHistograms()
         r.register(self.log_prob)
         self._serving_version: dict[str, str] = {}
@@ -200,7 +202,10 @@ class ServiceMetrics:
             return label
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
-        self.request_duration.labels(method, code).observe(seconds)
+        child = self._durations.get((method, code))
+        if child is None:  # methods x status codes: a bounded set, bound once each
+            child = self._durations[(method, code)] = self.request_duration.labels(method, code)
+        child.observe(seconds)
 
     def load_failed(self, stream: str) -> None:
         self.load_failures.labels(self.label(stream)).inc()

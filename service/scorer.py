@@ -54,12 +54,15 @@ class StreamModel:
         self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
         self._n_scores = calibration.n_scores
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded (n, D) -> log p (n,), per-feature terms (n, D), both float64."""
+    def forward(self, x: np.ndarray, terms: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Encoded (n, D) -> log p (n,) and, if asked, per-feature terms (n, D); float64."""
         if len(x) == 0:  # an empty batch is valid; the network cannot reshape zero rows
-            return np.zeros(0), np.zeros((0, x.shape[1]))
+            return np.zeros(0), np.zeros((0, x.shape[1])) if terms else None
         with torch.inference_mode():
-            out = self.model.log_prob(torch.from_numpy(x))
+            xt = torch.from_numpy(x)
+            if not terms:
+                return self.model(xt).double().numpy(), None
+            out = self.model.log_prob(xt)
             return out.total.double().numpy(), out.terms.double().numpy()
 
     def crossed(self, log_p: np.ndarray) -> np.ndarray:
@@ -83,12 +86,12 @@ class StreamModel:
             counts[beyond] = np.maximum(n_tail, np.round(frac * n))
         return (1.0 + counts) / (n + 1.0)
 
-    def score(self, x: np.ndarray) -> Scores:
-        """Score encoded points and record the batch's metrics."""
-        log_p, terms = self.forward(x)
+    def score(self, x: np.ndarray, terms: bool = True) -> Scores:
+        """Score encoded points (with per-feature terms if asked) and record the metrics."""
+        log_p, feature_terms = self.forward(x, terms)
         crossed = self.crossed(log_p)
         self.metrics.record_batch(log_p, crossed[self._metric_order])
-        return Scores(self, log_p, self.p_values(log_p), self.levels_of(crossed), terms)
+        return Scores(self, log_p, self.p_values(log_p), self.levels_of(crossed), feature_terms)
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Scores:
     log_p: np.ndarray
     p_value: np.ndarray
     level: np.ndarray
-    terms: np.ndarray
+    terms: np.ndarray | None  # None: no request in the batch asked for explanations
 
     def slice(self, start: int, stop: int) -> Scores:
         return Scores(
@@ -107,7 +110,7 @@ class Scores:
             self.log_p[start:stop],
             self.p_value[start:stop],
             self.level[start:stop],
-            self.terms[start:stop],
+            None if self.terms is None else self.terms[start:stop],
         )
 
 
@@ -118,6 +121,7 @@ class Job:
     model: StreamModel
     x: np.ndarray
     deadline: float | None  # time.monotonic() value, None: no deadline
+    explain: bool = False  # wants per-feature terms
     event: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     taken: bool = False
@@ -237,7 +241,7 @@ class Batcher:
             if job.expired():
                 raise _expired_error()
             self._metrics.batch_size.observe(job.n)
-            return job.model.score(job.x)
+            return job.model.score(job.x, terms=job.explain)
         finally:
             with self._cond:
                 self._release(job.n)
@@ -302,7 +306,7 @@ class Batcher:
             xs = [job.x for job in batch]
             x = xs[0] if len(xs) == 1 else np.concatenate(xs)
             self._metrics.batch_size.observe(len(x))
-            scores = batch[0].model.score(x)
+            scores = batch[0].model.score(x, terms=any(job.explain for job in batch))
         except Exception as exc:  # every waiter gets the error; the interceptor maps it
             for job in batch:
                 job.finish(error=exc)

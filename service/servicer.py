@@ -112,7 +112,7 @@ class DensityWatchServicer(pb_grpc.DensityWatchServicer):
         batcher = self._batcher(request.stream)
         with batcher.arriving() as arrival:
             x = self._encode(model, request.points, request.stream)
-            job = Job(model, x, deadline_of(context))
+            job = Job(model, x, deadline_of(context), explain=request.explain)
             scores = batcher.score(job, arrival)
         return self._response(request, scores)
 
@@ -129,6 +129,7 @@ class DensityWatchServicer(pb_grpc.DensityWatchServicer):
             names = scores.model.feature_names
             top_k = min(request.top_k or self._settings.default_top_k, len(names))
             response.feature_names.extend(names)
+            assert scores.terms is not None  # the batch was scored with terms for this job
             response.explanations.extend(_explanations(scores.terms, names, top_k))
         return response
 
@@ -184,7 +185,8 @@ class DensityWatchServicer(pb_grpc.DensityWatchServicer):
         models = [self._registry.get(s) for s in streams]
         deadline_of(context)
         log_p = np.stack(
-            [m.forward(self._encode(m, request.points, m.stream))[0] for m in models], axis=1
+            [m.forward(self._encode(m, request.points, m.stream), terms=False)[0] for m in models],
+            axis=1,
         )
         post = posterior(log_p, priors)
         return pb.ClassifyResponse(

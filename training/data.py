@@ -205,9 +205,7 @@ def _header(reader: Any, path: Path) -> list[str]:
     raise DataError(f"{path}: empty file (no header row)")
 
 
-def _csv_chunks(
-    reader: Any, path: Path, width: int
-) -> Iterator[tuple[list[list[str]], list[int]]]:
+def _csv_chunks(reader: Any, path: Path, width: int) -> Iterator[tuple[list[list[str]], list[int]]]:
     """Rows in chunks with the line each row starts on, checking each row's field count."""
     chunk: list[list[str]] = []
     starts: list[int] = []
@@ -280,8 +278,10 @@ def read_csv(path: str | Path, columns: Sequence[str] | None = None) -> Table:
     texts = _read_text_columns(path, [n for n in names if n not in numbers], index, len(header))
     return Table(
         (
-            (name, np.frombuffer(numbers[name], dtype=np.float64) if name in numbers
-             else texts[name])
+            (
+                name,
+                np.frombuffer(numbers[name], dtype=np.float64) if name in numbers else texts[name],
+            )
             for name in names
         ),
         text_origins=origins,
@@ -340,8 +340,11 @@ def _arrow_column(column: Any, name: str, path: Path, pa: Any) -> np.ndarray:
     if pa.types.is_dictionary(kind):
         column = column.cast(kind.value_type)
         kind = column.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or (
-        pa.types.is_decimal(kind)
+    if (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or (pa.types.is_decimal(kind))
     ):
         values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
         return np.asarray(values, dtype=np.float64)
@@ -542,8 +545,10 @@ def encode_table(schema: Schema, table: Mapping[str, np.ndarray], chunk: int = 6
             out[start:stop] = schema.encode(num, rows if strings else None)
         except EncodingError as e:
             index = None if e.index is None else start + e.index
-            message = str(e) if e.index is None else str(e).replace(
-                f"point {e.index}:", f"record {index}:", 1
+            message = (
+                str(e)
+                if e.index is None
+                else str(e).replace(f"point {e.index}:", f"record {index}:", 1)
             )
             raise DataError(message) from None
     return out

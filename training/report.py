@@ -35,9 +35,7 @@ def _x_range(
     return lo - pad, hi + pad
 
 
-def draw(
-    report: CalibrationReport, clean: np.ndarray, anomalies: np.ndarray, path: Path
-) -> None:
+def draw(report: CalibrationReport, clean: np.ndarray, anomalies: np.ndarray, path: Path) -> None:
     """Write the histogram PNG."""
     fig = Figure(figsize=(8, 4.5), dpi=100)
     FigureCanvasAgg(fig)
@@ -45,17 +43,32 @@ def draw(
     thresholds = [lv.threshold for lv in report.levels]
     lo, hi = _x_range(clean, anomalies, thresholds)
     bins = np.linspace(lo, hi, N_BINS + 1).tolist()
-    ax.hist(np.clip(clean, lo, hi), bins=bins, color="#5d8aa8", alpha=0.8,
-            label=f"calibration (n={len(clean)})")
+    ax.hist(
+        np.clip(clean, lo, hi),
+        bins=bins,
+        color="#5d8aa8",
+        alpha=0.8,
+        label=f"calibration (n={len(clean)})",
+    )
     if len(anomalies):
         clipped = int(np.sum(anomalies < lo))
         note = f"; {clipped} below the axis drawn at its left edge" if clipped else ""
-        ax.hist(np.clip(anomalies, lo, hi), bins=bins, color="#c0392b", alpha=0.6,
-                label=f"labelled anomalies (n={len(anomalies)}{note})")
+        ax.hist(
+            np.clip(anomalies, lo, hi),
+            bins=bins,
+            color="#c0392b",
+            alpha=0.6,
+            label=f"labelled anomalies (n={len(anomalies)}{note})",
+        )
     for i, level in enumerate(report.levels):
         colour = _COLOURS[i % len(_COLOURS)]
-        ax.axvline(level.threshold, color=colour, linestyle="--", linewidth=1.5,
-                   label=f"{level.name}: fpr {level.target_fpr:g}, log p < {level.threshold:.3g}")
+        ax.axvline(
+            level.threshold,
+            color=colour,
+            linestyle="--",
+            linewidth=1.5,
+            label=f"{level.name}: fpr {level.target_fpr:g}, log p < {level.threshold:.3g}",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("log p(x)")
     ax.set_ylabel("records")

@@ -2,10 +2,12 @@
 a bare gRPC echo server with the same message shapes, dynamic batching on/off, and the
 default model's raw throughput vs scikit-learn's IsolationForest.
 
-    python -m benchmarks.serving [--seconds 2] [--out benchmarks/results]
+    python -m benchmarks.serving [--seconds 1] [--rounds 5] [--out benchmarks/results]
 
-Servers run as subprocesses (`python -m densitywatch serve`, and the echo server), the
-clients in this process, so client and server do not share a GIL.
+Servers run as subprocesses (`python -m densitywatch serve` with batching on, another with
+it off, and the echo server), the clients in this process, so client and server do not
+share a GIL. Every measurement runs once per round, rounds interleaved, so that a slow
+spell of a noisy machine falls on both sides of a ratio.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import grpc
 import numpy as np
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tqdm.auto import tqdm
 
 from benchmarks.common import git_commit, machine_info, write_results
 from density.artifact import ArtifactStore, fingerprint
@@ -64,14 +67,21 @@ def build_store(root: Path) -> tuple[Any, np.ndarray]:
     return store.load(STREAM), x
 
 
-def raw_points_per_s(model: Any, x: np.ndarray, batch: int, seconds: float) -> float:
+def raw_run(model: Any, x: np.ndarray, batch: int, seconds: float) -> dict[str, Any]:
+    """The model's forward in this process, one batch after another, for `seconds`."""
     xb = torch.from_numpy(np.ascontiguousarray(x[:batch]))
     n, start = 0, time.perf_counter()
     with torch.inference_mode():
         while time.perf_counter() - start < seconds:
             model.log_prob(xb)
-            n += batch
-    return n / (time.perf_counter() - start)
+            n += 1
+    elapsed = time.perf_counter() - start
+    return {
+        "calls_per_s": n / elapsed,
+        "points_per_s": n * batch / elapsed,
+        "errors": 0,
+        "latencies_ms": np.zeros(0),
+    }
 
 
 def iforest_points_per_s(x: np.ndarray, seconds: float) -> float:
@@ -142,7 +152,7 @@ def echo() -> tuple[subprocess.Popen, int]:
     return start(cmd, {}, port), port
 
 
-def load(call: Callable[[], int], clients: int, seconds: float) -> dict[str, float]:
+def load(call: Callable[[], int], clients: int, seconds: float) -> dict[str, Any]:
     """Run `call` (returns points scored) from `clients` threads; throughput and latency."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     points = [0] * clients
@@ -171,9 +181,8 @@ def load(call: Callable[[], int], clients: int, seconds: float) -> dict[str, flo
     return {
         "calls_per_s": len(lat) / elapsed,
         "points_per_s": sum(points) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
         "errors": int(sum(errors)),
+        "latencies_ms": lat,
     }
 
 
@@ -184,80 +193,145 @@ def score_call(client: Client, request: pb.ScoreRequest) -> Callable[[], int]:
     return call
 
 
-def stream_points_per_s(client: Client, request: pb.ScoreRequest, seconds: float) -> dict:
-    n = 0
+def stream_run(client: Client, request: pb.ScoreRequest, seconds: float) -> dict[str, Any]:
+    """One ScoreStream call, the client sending `request` as fast as the stream takes it."""
+    n = messages = errors = 0
     start_t = time.perf_counter()
 
     def requests():  # type: ignore[no-untyped-def]
         while time.perf_counter() - start_t < seconds:
             yield request
 
-    for response in client.stub.ScoreStream(requests(), timeout=seconds + 30):
-        n += len(response.log_prob)
-    return {"points_per_s": n / (time.perf_counter() - start_t), "errors": 0}
+    try:
+        for response in client.stub.ScoreStream(requests(), timeout=seconds + 30):
+            n += len(response.log_prob)
+            messages += 1
+    except grpc.RpcError:
+        errors += 1
+    elapsed = time.perf_counter() - start_t
+    return {
+        "calls_per_s": messages / elapsed,
+        "points_per_s": n / elapsed,
+        "errors": errors,
+        "latencies_ms": np.zeros(0),
+    }
 
 
-def run(seconds: float, out: Path | None) -> dict[str, Any]:
+BATCH_CLIENTS = 4  # concurrent callers for the batched figure: a producer pipelines calls
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def _pooled(rounds: list[dict[str, Any]], latencies: list[np.ndarray]) -> dict[str, Any]:
+    """Medians of per-round throughputs; percentiles over every call of every round."""
+    lat = np.concatenate(latencies)
+    return {
+        "calls_per_s": _median([r["calls_per_s"] for r in rounds]),
+        "points_per_s": _median([r["points_per_s"] for r in rounds]),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "errors": int(sum(r["errors"] for r in rounds)),
+        "rounds": [r["points_per_s"] for r in rounds],
+    }
+
+
+def run(seconds: float, out: Path | None, rounds: int = 5) -> dict[str, Any]:
+    """Every measurement once per round, rounds interleaved, so that a slow spell of the
+    machine hits both sides of a ratio; ratios are medians of per-round ratios."""
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-"))
     artifact, x = build_store(tmp / "store")
     model = artifact.model.fold()
-    raw = {f"batch_{b}": raw_points_per_s(model, x, b, seconds) for b in (1, 16, 256)}
-    raw_big = raw_points_per_s(model, x, 8192, seconds)
-    iforest = iforest_points_per_s(x, seconds)
     one = pb.ScoreRequest(stream=STREAM, points=pb.Points(numbers=x[0].tolist(), count=1))
     batch = pb.ScoreRequest(
         stream=STREAM, points=pb.Points(numbers=x[:256].ravel().tolist(), count=256)
     )
-    results: dict[str, Any] = {
-        "raw_points_per_s": raw,
-        "raw_points_per_s_batch_8192": raw_big,
-        "iforest_points_per_s": iforest,
-    }
     procs: list[subprocess.Popen] = []
+    per_round: dict[str, list[dict[str, float]]] = {}
+    lat: dict[str, list[np.ndarray]] = {}
+
+    def record(key: str, result: dict[str, Any]) -> None:
+        lat.setdefault(key, []).append(result.pop("latencies_ms"))
+        per_round.setdefault(key, []).append(result)
+
     try:
-        proc, port = echo()
-        procs.append(proc)
-        with Client(f"127.0.0.1:{port}") as c:
-            results["echo_single_1_client"] = load(score_call(c, one), 1, seconds)
-            results["echo_single_32_clients"] = load(score_call(c, one), 32, seconds)
-        for batching in (True, False):
-            proc, port = serve(tmp / "store", batching)
-            procs.append(proc)
-            key = "batching_on" if batching else "batching_off"
-            with Client(f"127.0.0.1:{port}") as c:
-                if batching:
-                    results["served_batch_256_1_client"] = load(score_call(c, batch), 1, seconds)
-                    results["served_stream_256"] = stream_points_per_s(c, batch, seconds)
-                    results["served_single_1_client"] = load(score_call(c, one), 1, seconds)
-                results[f"served_single_32_clients_{key}"] = load(score_call(c, one), 32, seconds)
-            proc.terminate()
-            proc.wait(timeout=60)
+        echo_proc, echo_port = echo()
+        procs.append(echo_proc)
+        on_proc, on_port = serve(tmp / "store", batching=True)
+        procs.append(on_proc)
+        off_proc, off_port = serve(tmp / "store", batching=False)
+        procs.append(off_proc)
+        with (
+            Client(f"127.0.0.1:{echo_port}") as e,
+            Client(f"127.0.0.1:{on_port}") as on,
+            Client(f"127.0.0.1:{off_port}") as off,
+        ):
+            for _ in tqdm(range(rounds), desc="rounds", unit="round"):
+                for b in (1, 16, 256):
+                    record(f"raw_batch_{b}", raw_run(model, x, b, seconds))
+                record("served_batch_256_1_client", load(score_call(on, batch), 1, seconds))
+                record(
+                    f"served_batch_256_{BATCH_CLIENTS}_clients",
+                    load(score_call(on, batch), BATCH_CLIENTS, seconds),
+                )
+                record("served_stream_256", stream_run(on, batch, seconds))
+                record("served_single_1_client", load(score_call(on, one), 1, seconds))
+                record("echo_single_1_client", load(score_call(e, one), 1, seconds))
+                record(
+                    "served_single_32_clients_batching_on", load(score_call(on, one), 32, seconds)
+                )
+                record(
+                    "served_single_32_clients_batching_off", load(score_call(off, one), 32, seconds)
+                )
+                record("echo_single_32_clients", load(score_call(e, one), 32, seconds))
+            for proc in procs[1:]:  # the served ones: graceful stop, as in production
+                proc.terminate()
+                proc.wait(timeout=60)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    summary = summarise(results)
+    results: dict[str, Any] = {k: _pooled(v, lat[k]) for k, v in per_round.items()}
+    results["raw_points_per_s_batch_8192"] = raw_run(model, x, 8192, seconds)["points_per_s"]
+    results["iforest_points_per_s"] = iforest_points_per_s(x, seconds)
+    summary = summarise(results, per_round)
     if out is not None:
         write_results("serving", summary, markdown(summary), out)
     return summary
 
 
-def summarise(r: dict[str, Any]) -> dict[str, Any]:
+def _ratio(per_round: dict[str, list[dict[str, float]]], num: str, den: str, key: str) -> float:
+    """Median over rounds of num/den, each round's pair measured seconds apart."""
+    return _median([a[key] / b[key] for a, b in zip(per_round[num], per_round[den], strict=True)])
+
+
+def summarise(r: dict[str, Any], per_round: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     single_1 = r["served_single_1_client"]
     on, off = r["served_single_32_clients_batching_on"], r["served_single_32_clients_batching_off"]
     errors = sum(v.get("errors", 0) for v in r.values() if isinstance(v, dict))
+    pts, calls = "points_per_s", "calls_per_s"
+    batched = f"served_batch_256_{BATCH_CLIENTS}_clients"
     return {
         "ratios": {
-            "batched_served_over_raw": r["served_batch_256_1_client"]["points_per_s"]
-            / r["raw_points_per_s"]["batch_256"],
-            "stream_served_over_raw": r["served_stream_256"]["points_per_s"]
-            / r["raw_points_per_s"]["batch_256"],
-            "single_served_over_echo": single_1["calls_per_s"]
-            / r["echo_single_1_client"]["calls_per_s"],
-            "single_served_over_echo_32_clients": on["calls_per_s"]
-            / r["echo_single_32_clients"]["calls_per_s"],
-            "dynamic_batching_gain_32_clients": on["calls_per_s"] / off["calls_per_s"],
+            "batched_served_over_raw": _ratio(per_round, batched, "raw_batch_256", pts),
+            "batched_served_1_client_over_raw": _ratio(
+                per_round, "served_batch_256_1_client", "raw_batch_256", pts
+            ),
+            "stream_served_over_raw": _ratio(per_round, "served_stream_256", "raw_batch_256", pts),
+            "single_served_over_echo": _ratio(
+                per_round, "served_single_1_client", "echo_single_1_client", calls
+            ),
+            "single_served_over_echo_32_clients": _ratio(
+                per_round, "served_single_32_clients_batching_on", "echo_single_32_clients", calls
+            ),
+            "dynamic_batching_gain_32_clients": _ratio(
+                per_round,
+                "served_single_32_clients_batching_on",
+                "served_single_32_clients_batching_off",
+                calls,
+            ),
             "raw_over_iforest": r["raw_points_per_s_batch_8192"] / r["iforest_points_per_s"],
         },
         "latency_ms": {
@@ -269,8 +343,10 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
             "single_32_clients_batching_on_p99": on["p99_ms"],
             "single_32_clients_batching_off_p50": off["p50_ms"],
             "single_32_clients_batching_off_p99": off["p99_ms"],
-            "batch_256_p50": r["served_batch_256_1_client"]["p50_ms"],
-            "batch_256_p99": r["served_batch_256_1_client"]["p99_ms"],
+            "batch_256_1_client_p50": r["served_batch_256_1_client"]["p50_ms"],
+            "batch_256_1_client_p99": r["served_batch_256_1_client"]["p99_ms"],
+            f"batch_256_{BATCH_CLIENTS}_clients_p50": r[batched]["p50_ms"],
+            f"batch_256_{BATCH_CLIENTS}_clients_p99": r[batched]["p99_ms"],
         },
         "targets": {
             "batched_served_over_raw": 0.7,
@@ -279,52 +355,60 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
             "errors": 0,
         },
         "errors": int(errors),
+        "protocol": {
+            "rounds": len(per_round["raw_batch_256"]),
+            "batched_clients": BATCH_CLIENTS,
+            "note": "each round measures everything once, in turn; throughputs are medians "
+            "over rounds, ratios medians of per-round ratios, percentiles over all calls",
+        },
         "details": r,
         "machine": machine_info(),
         "commit": git_commit(),
     }
 
 
+ROWS = [
+    ("raw_batch_1", "raw forward, batch 1"),
+    ("raw_batch_16", "raw forward, batch 16"),
+    ("raw_batch_256", "raw forward, batch 256"),
+    ("served_batch_256_1_client", "served Score, 256 points/call, 1 client"),
+    (
+        f"served_batch_256_{BATCH_CLIENTS}_clients",
+        f"served Score, 256 points/call, {BATCH_CLIENTS} clients",
+    ),
+    ("served_stream_256", "served ScoreStream, 256 points/message"),
+    ("served_single_1_client", "served Score, 1 point, 1 client"),
+    ("echo_single_1_client", "echo, 1 point, 1 client"),
+    ("served_single_32_clients_batching_on", "served Score, 1 point, 32 clients, batching on"),
+    ("served_single_32_clients_batching_off", "served Score, 1 point, 32 clients, batching off"),
+    ("echo_single_32_clients", "echo, 1 point, 32 clients"),
+]
+
+
 def markdown(s: dict[str, Any]) -> str:
     d = s["details"]
-    rows = [
-        ("raw forward, batch 1", d["raw_points_per_s"]["batch_1"], None, None),
-        ("raw forward, batch 16", d["raw_points_per_s"]["batch_16"], None, None),
-        ("raw forward, batch 256", d["raw_points_per_s"]["batch_256"], None, None),
-        ("IsolationForest.score_samples", d["iforest_points_per_s"], None, None),
-    ]
-    for key, label in [
-        ("served_batch_256_1_client", "served Score, 256 points/call, 1 client"),
-        ("served_single_1_client", "served Score, 1 point, 1 client"),
-        ("echo_single_1_client", "echo, 1 point, 1 client"),
-        ("served_single_32_clients_batching_on", "served Score, 1 point, 32 clients, batching on"),
-        (
-            "served_single_32_clients_batching_off",
-            "served Score, 1 point, 32 clients, batching off",
-        ),
-        ("echo_single_32_clients", "echo, 1 point, 32 clients"),
-    ]:
-        v = d[key]
-        rows.append((label, v["points_per_s"], v["p50_ms"], v["p99_ms"]))
-    rows.append(
-        (
-            "served ScoreStream, 256 points/message",
-            d["served_stream_256"]["points_per_s"],
-            None,
-            None,
-        )
-    )
     lines = [
         "# Serving benchmark",
         "",
         f"Commit `{s['commit']}`, {s['machine']['cpu']} "
-        f"({s['machine'].get('cpus_available')} CPUs available).",
+        f"({s['machine'].get('cpus_available')} CPUs available), "
+        f"{s['protocol']['rounds']} interleaved rounds: throughputs are medians over rounds, "
+        "ratios medians of per-round ratios, latency percentiles over all calls.",
         "",
-        "| measurement | points/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
+        "| measurement | points/s | calls/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for label, pps, p50, p99 in rows:
-        lines.append(f"| {label} | {pps:,.0f} | {_ms(p50)} | {_ms(p99)} |")
+    for key, label in ROWS:
+        v = d[key]
+        lines.append(
+            f"| {label} | {v['points_per_s']:,.0f} | {v['calls_per_s']:,.0f} "
+            f"| {_ms(v['p50_ms'])} | {_ms(v['p99_ms'])} |"
+        )
+    lines.append(
+        f"| IsolationForest.score_samples, 10,000 points/call "
+        f"| {d['iforest_points_per_s']:,.0f} | | | |"
+    )
+    lines.append(f"| raw forward, batch 8192 | {d['raw_points_per_s_batch_8192']:,.0f} | | | |")
     lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
     targets = s["targets"]
     for k, v in s["ratios"].items():
@@ -340,10 +424,15 @@ def _ms(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="per measurement and round (default 1)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    summary = run(args.seconds, args.out)
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be >= 1 and --seconds > 0")
+    summary = run(args.seconds, args.out, args.rounds)
     print(markdown(summary))
 
 

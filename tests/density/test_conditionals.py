@@ -118,3 +118,25 @@ def test_categorical_sampler_never_draws_padding_or_unseen() -> None:
     expected = torch.softmax(logits[0, 0, :2], 0).numpy()
     freq = np.bincount(draws, minlength=2) / len(draws)
     np.testing.assert_allclose(freq, expected, atol=0.015)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 7),
+    st.floats(-80.0, 80.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_logsumexp_is_torchs_bit_for_bit_without_gradients(
+    rows: int, k: int, offset: float, seed: int
+) -> None:
+    x = torch.randn(rows, k, generator=torch.Generator().manual_seed(seed)) * 30 + offset
+    for dim in (0, 1, -1):
+        assert torch.equal(cond.logsumexp(x, dim=dim), torch.logsumexp(x, dim=dim))
+
+
+def test_logsumexp_keeps_torchs_gradient_in_training() -> None:
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    (grad,) = torch.autograd.grad(cond.logsumexp(x, dim=-1).sum(), x)
+    (expected,) = torch.autograd.grad(torch.logsumexp(x, dim=-1).sum(), x)
+    assert torch.equal(grad, expected)

@@ -330,6 +330,18 @@ def test_fold_and_numpy_helper_give_identical_log_prob(schema_mixed: Schema) -> 
     assert torch.equal(model.log_prob(torch.from_numpy(x)).total.detach(), before)
 
 
+@pytest.mark.parametrize(("name", "orderings"), CASES)
+def test_forward_is_log_prob_total_bit_for_bit(name: str, orderings: int) -> None:
+    schema = SCHEMAS[name]()
+    model = make_model(schema, orderings=orderings, seed=3)
+    x = torch.from_numpy(random_encoded(schema, 50, seed=4))
+    with torch.inference_mode():
+        assert torch.equal(model(x), model.log_prob(x).total)
+    model.fold()
+    with torch.inference_mode():
+        assert torch.equal(model(x[:1]), model.log_prob(x[:1]).total)
+
+
 def test_unseen_category_costs_log_unseen_mass() -> None:
     schema = Schema(features=[string_cat("s", ["a", "b"])])
     model = make_model(schema, seed=0)

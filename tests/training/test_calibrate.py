@@ -110,10 +110,14 @@ def test_missing_values_are_dropped_and_counted(store: ArtifactStore) -> None:
     ("change", "message"),
     [
         (lambda d: d.pop("os"), r"lacks column\(s\) \['os'\]"),
-        (lambda d: d.update(cpu=np.array(["high"] * len(d["os"]), dtype=object)),
-         r"^row 0, column 'cpu': expected a number, got 'high' \(the model .* expects numbers"),
-        (lambda d: d.update(os=np.ones(len(d["os"]))),
-         r"column 'os' holds numbers but the model .* expects text"),
+        (
+            lambda d: d.update(cpu=np.array(["high"] * len(d["os"]), dtype=object)),
+            r"^row 0, column 'cpu': expected a number, got 'high' \(the model .* expects numbers",
+        ),
+        (
+            lambda d: d.update(os=np.ones(len(d["os"]))),
+            r"column 'os' holds numbers but the model .* expects text",
+        ),
         (lambda d: d["cpu"].__setitem__(5, np.inf), r"column 'cpu', row 5: inf"),
     ],
 )
@@ -216,35 +220,40 @@ def cli_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
     return code, json.loads(capsys.readouterr().out)
 
 
+def calibrate_argv(store: ArtifactStore, stream: str, data: Path, *extra: str) -> list[str]:
+    where = ["--store", str(store.root), "--stream", stream, "--data", str(data)]
+    return ["calibrate", *where, *extra]
+
+
 def test_cli_json_summary_and_report_dir(
     store: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write_csv(tmp_path / "holdout.csv", gaussian(1500, seed=9))
-    code, body = cli_json(capsys, [
-        "calibrate", "--store", str(store.root), "--stream", "g", "--data", str(csv),
-        "--fpr", "0.05", "--fpr", "0.01", "--report-dir", str(tmp_path / "reports"),
-        "--quiet", "--json",
-    ])
+    reports = str(tmp_path / "reports")
+    fprs = ("--fpr", "0.05", "--fpr", "0.01")
+    argv = calibrate_argv(store, "g", csv, *fprs, "--report-dir", reports)
+    code, body = cli_json(capsys, [*argv, "--quiet", "--json"])
     assert code == 0 and body["ok"] is True
     result = body["streams"]["g"]
     assert result["version"] == "000002"
     assert [(lv["name"], lv["target_fpr"]) for lv in result["levels"]] == [
-        ("warning", 0.05), ("critical", 0.01)]
+        ("warning", 0.05),
+        ("critical", 0.01),
+    ]
     assert (tmp_path / "reports" / "g" / "000002" / "calibration.png").is_file()
     cal = store.load("g").manifest.calibration
     assert cal is not None and [lv.threshold for lv in cal.levels] == [
-        lv["threshold"] for lv in result["levels"]]
+        lv["threshold"] for lv in result["levels"]
+    ]
 
 
 def test_cli_named_levels_and_trim(
     store: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = write_csv(tmp_path / "holdout.csv", gaussian(1500, seed=10))
-    code, body = cli_json(capsys, [
-        "calibrate", "--store", str(store.root), "--stream", "g", "--data", str(csv),
-        "--level", "page=0.002", "--level", "ticket=0.02", "--trim", "0.01", "--no-report",
-        "--json",
-    ])
+    levels = ("--level", "page=0.002", "--level", "ticket=0.02")
+    argv = calibrate_argv(store, "g", csv, *levels, "--trim", "0.01", "--no-report", "--json")
+    code, body = cli_json(capsys, argv)
     assert code == 0
     result = body["streams"]["g"]
     assert [lv["name"] for lv in result["levels"]] == ["ticket", "page"]
@@ -255,25 +264,18 @@ def test_cli_failures_exit_non_zero_with_a_reason(
     store: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     small = write_csv(tmp_path / "small.csv", gaussian(300, seed=11))
-    code, body = cli_json(capsys, [
-        "calibrate", "--store", str(store.root), "--stream", "g", "--data", str(small), "--json"
-    ])
+    code, body = cli_json(capsys, calibrate_argv(store, "g", small, "--json"))
     assert code == 1 and body["ok"] is False
     assert "needs at least 999" in body["streams"]["g"]["error"]
 
-    code, body = cli_json(capsys, [
-        "calibrate", "--store", str(store.root), "--stream", "m", "--data", str(small), "--json"
-    ])
+    code, body = cli_json(capsys, calibrate_argv(store, "m", small, "--json"))
     assert code == 1 and "'cpu'" in body["streams"]["m"]["error"]
 
-    code, body = cli_json(capsys, [
-        "calibrate", "--store", str(store.root), "--stream", "nope", "--data", str(small), "--json"
-    ])
+    code, body = cli_json(capsys, calibrate_argv(store, "nope", small, "--json"))
     assert code == 1 and "nope" in body["streams"]["nope"]["error"]
 
-    code = main(["calibrate", "--store", str(store.root), "--data", str(small),
-                 "--fpr", "0.1", "--level", "a=0.1"])
-    assert code == 2
+    both = ["calibrate", "--store", str(store.root), "--data", str(small)]
+    assert main([*both, "--fpr", "0.1", "--level", "a=0.1"]) == 2
     assert "either --fpr or --level" in capsys.readouterr().err
     assert store.versions("g") == ["000001"] and store.versions("m") == ["000001"]
 
@@ -291,9 +293,10 @@ def test_cli_every_stream_of_the_config_with_per_stream_data(
     write_csv(holdout / "g.csv", labelled(12))
     for i, part in enumerate((mixed(800, seed=13), mixed(800, seed=14))):
         write_csv(holdout / "m" / f"part{i}.csv", part)  # a folder of files
-    code, body = cli_json(capsys, [
-        "calibrate", "--config", str(config), "--data", str(holdout), "--json", "--no-report"
-    ])
+    code, body = cli_json(
+        capsys,
+        ["calibrate", "--config", str(config), "--data", str(holdout), "--json", "--no-report"],
+    )
     assert code == 0, body
     assert body["streams"]["g"]["metrics"]["n_anomalies"] == 40  # label column from config
     assert body["streams"]["m"]["n_scores"] == 1600

@@ -99,7 +99,7 @@ def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
             '[streams.hosts]\nsource = "a.csv"\nname = "other"\n',
             "'name' is not a setting",
         ),
-        ('[streams.hosts]\nsource = 3\n', "stream 'hosts': source:"),
+        ("[streams.hosts]\nsource = 3\n", "stream 'hosts': source:"),
         ('[streams."../up"]\nsource = "a.csv"\n', "stream '../up': name: stream name '../up'"),
     ],
 )

@@ -107,9 +107,7 @@ def test_csv_row_with_wrong_field_count_names_the_line(
                 writer.writerow([f"{i}.5"] * (width if i == bad else len(names)))
         with pytest.raises(DataError) as info:
             read_table(path)
-    assert str(info.value) == (
-        f"{path} line {bad + 2}: expected {len(names)} fields, got {width}"
-    )
+    assert str(info.value) == (f"{path} line {bad + 2}: expected {len(names)} fields, got {width}")
 
 
 def test_truncated_last_row_is_reported(tmp_path: Path) -> None:
@@ -360,9 +358,7 @@ def test_npz_label_only_when_asked(tmp_path: Path) -> None:
 
 
 # -- folders ------------------------------------------------------------------------------
-def test_folder_concatenates_in_name_order(
-    tmp_path: Path, write_csv: Callable[..., Path]
-) -> None:
+def test_folder_concatenates_in_name_order(tmp_path: Path, write_csv: Callable[..., Path]) -> None:
     write_csv(tmp_path / "b.csv", ["v", "k"], [[3, "z"]])
     write_csv(tmp_path / "a.csv", ["v", "k"], [[1, "x"], [2, "y"]])
     (tmp_path / ".hidden.csv").write_text("other\n1\n")
@@ -425,9 +421,7 @@ def test_encode_table_in_chunks_matches_schema_encode() -> None:
         "k": rng.integers(0, 3, size=50).astype(np.float64),
     }
     schema = infer_schema(table)
-    direct = schema.encode(
-        np.column_stack([table["v"], table["k"]]), [[s] for s in table["os"]]
-    )
+    direct = schema.encode(np.column_stack([table["v"], table["k"]]), [[s] for s in table["os"]])
     np.testing.assert_array_equal(encode_table(schema, table, chunk=7), direct)
 
 

@@ -27,8 +27,21 @@ def store(tmp_path: Path) -> ArtifactStore:
 # -- sample ---------------------------------------------------------------------------------
 def test_samples_match_the_training_data(store: ArtifactStore, tmp_path: Path) -> None:
     out = tmp_path / "samples.csv"
-    code = main(["sample", "--store", str(store.root), "--stream", "corr", "-n", "4000",
-                 "--seed", "3", "--out", str(out)])
+    code = main(
+        [
+            "sample",
+            "--store",
+            str(store.root),
+            "--stream",
+            "corr",
+            "-n",
+            "4000",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert out.read_text().splitlines()[0] == "x0,x1,colour"
     got, want = read_table(out), training_columns("corr")
@@ -73,14 +86,16 @@ def two_stream_records(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return write_csv(tmp_path / "records.csv", {"x0": np.concatenate([low, high])}), truth
 
 
-def test_classify_tells_well_separated_streams_apart(
-    store: ArtifactStore, tmp_path: Path
-) -> None:
+def classify_argv(store: ArtifactStore, data: Path, *streams: str, extra: tuple = ()) -> list[str]:
+    """`densitywatch classify` arguments for candidate `streams` (low, high if none given)."""
+    candidates = [arg for s in streams or ("low", "high") for arg in ("--stream", s)]
+    return ["classify", "--store", str(store.root), *candidates, "--data", str(data), *extra]
+
+
+def test_classify_tells_well_separated_streams_apart(store: ArtifactStore, tmp_path: Path) -> None:
     data, truth = two_stream_records(tmp_path)
     out = tmp_path / "posterior.csv"
-    code = main(["classify", "--store", str(store.root), "--stream", "low", "--stream", "high",
-                 "--data", str(data), "--out", str(out)])
-    assert code == 0
+    assert main(classify_argv(store, data, extra=("--out", str(out)))) == 0
     table = read_table(out)
     assert list(table) == ["row", "stream", "p_low", "p_high", "log_p_low", "log_p_high"]
     np.testing.assert_allclose(table["p_low"] + table["p_high"], 1.0, atol=1e-12)
@@ -94,8 +109,7 @@ def test_classify_priors_shift_the_posterior(
     store: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, _ = two_stream_records(tmp_path)
-    base = ["classify", "--store", str(store.root), "--stream", "low", "--stream", "high",
-            "--data", str(data), "--json"]
+    base = classify_argv(store, data, extra=("--json",))
     assert main(base) == 0
     uniform = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert main([*base, "--prior", "low=9", "--prior", "high=1"]) == 0
@@ -112,19 +126,15 @@ def test_classify_refuses_records_lacking_a_streams_features(
     store: ArtifactStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, _ = two_stream_records(tmp_path)
-    code = main(["classify", "--store", str(store.root), "--stream", "low", "--stream", "other",
-                 "--data", str(data)])
-    assert code == 1
+    assert main(classify_argv(store, data, "low", "other")) == 1
     err = capsys.readouterr().err
     assert "'y'" in err and "'other'" in err
 
     gappy = write_csv(tmp_path / "gappy.csv", {"x0": np.array([0.0, np.nan, 1.0])})
-    assert main(["classify", "--store", str(store.root), "--stream", "low", "--stream", "high",
-                 "--data", str(gappy)]) == 1
+    assert main(classify_argv(store, gappy)) == 1
     assert "row 1: column 'x0'" in capsys.readouterr().err
 
-    assert main(["classify", "--store", str(store.root), "--stream", "low", "--stream", "high",
-                 "--data", str(data), "--prior", "low=0.5"]) == 1
+    assert main(classify_argv(store, data, extra=("--prior", "low=0.5"))) == 1
     assert "not for ['high']" in capsys.readouterr().err
 
 
@@ -132,11 +142,10 @@ def test_samples_of_one_stream_are_classified_as_that_stream(
     store: ArtifactStore, tmp_path: Path
 ) -> None:
     samples = tmp_path / "high.csv"
-    assert main(["sample", "--store", str(store.root), "--stream", "high", "-n", "200",
-                 "--out", str(samples)]) == 0
+    sample_argv = ["sample", "--store", str(store.root), "--stream", "high", "-n", "200"]
+    assert main([*sample_argv, "--out", str(samples)]) == 0
     out = tmp_path / "post.csv"
-    assert main(["classify", "--store", str(store.root), "--stream", "low", "--stream", "high",
-                 "--data", str(samples), "--out", str(out)]) == 0
+    assert main(classify_argv(store, samples, extra=("--out", str(out)))) == 0
     # Bayes error between N(-3, 1) and N(3, 1) is 0.13%; the fitted model's tails add a little.
     assert np.mean(read_table(out)["stream"] == "high") > 0.97
 

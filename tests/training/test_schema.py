@@ -97,8 +97,9 @@ def test_overrides() -> None:
     assert schema.features[0].kind == FeatureKind.INTEGER
     assert schema.features[0].std >= 0.5
     with pytest.raises(
-        SchemaError, match=r"^row 0, column 'os': expected a number, got 'a' \(the column is "
-        "declared continuous"
+        SchemaError,
+        match=r"^row 0, column 'os': expected a number, got 'a' \(the column is "
+        "declared continuous",
     ):
         infer_schema(
             {"os": np.array(["a", "b"], dtype=object)}, overrides={"os": FeatureKind.CONTINUOUS}

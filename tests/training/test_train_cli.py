@@ -45,8 +45,11 @@ def hosts_config(
     tmp_path: Path, write_csv: Callable[..., Path], hosts_rows: Callable[..., list[list[Any]]]
 ) -> Path:
     (tmp_path / "data").mkdir()
-    write_csv(tmp_path / "data" / "hosts.csv", ["cpu", "mem", "os", "label"],
-              hosts_rows(240, missing_every=20))
+    write_csv(
+        tmp_path / "data" / "hosts.csv",
+        ["cpu", "mem", "os", "label"],
+        hosts_rows(240, missing_every=20),
+    )
     return make_config(
         tmp_path,
         {

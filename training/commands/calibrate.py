@@ -96,25 +96,60 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_store_arguments(p)
-    p.add_argument("--stream", action="append", help="stream to calibrate (repeatable; "
-                   "default: every stream of the config, else of the store)")
-    p.add_argument("--data", type=Path, required=True, help=(
-        "hold-out file or folder of files (.csv, .parquet, .npy, .npz); with several streams, "
-        "a folder holding <stream>/ or <stream>.<ext> per stream"))
-    p.add_argument("--fpr", type=float, action="append", help=(
-        "target false-positive rate (repeatable, at most two: the larger is 'warning', the "
-        "smaller 'critical')"))
-    p.add_argument("--level", action="append", metavar="NAME=FPR",
-                   help="named level with its target false-positive rate (repeatable)")
-    p.add_argument("--trim", type=float, default=0.0, metavar="Q", help=(
-        "drop the lowest Q fraction of scores first (robust to a few anomalies in the "
-        "hold-out; the FPR on clean data can then exceed the target by up to Q)"))
-    p.add_argument("--label-column", help="column of labels (1/true/anomaly = anomaly): "
-                   "anomalies are left out of calibration and used for metrics")
+    p.add_argument(
+        "--stream",
+        action="append",
+        help="stream to calibrate (repeatable; "
+        "default: every stream of the config, else of the store)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help=(
+            "hold-out file or folder of files (.csv, .parquet, .npy, .npz); with several streams, "
+            "a folder holding <stream>/ or <stream>.<ext> per stream"
+        ),
+    )
+    p.add_argument(
+        "--fpr",
+        type=float,
+        action="append",
+        help=(
+            "target false-positive rate (repeatable, at most two: the larger is 'warning', the "
+            "smaller 'critical')"
+        ),
+    )
+    p.add_argument(
+        "--level",
+        action="append",
+        metavar="NAME=FPR",
+        help="named level with its target false-positive rate (repeatable)",
+    )
+    p.add_argument(
+        "--trim",
+        type=float,
+        default=0.0,
+        metavar="Q",
+        help=(
+            "drop the lowest Q fraction of scores first (robust to a few anomalies in the "
+            "hold-out; the FPR on clean data can then exceed the target by up to Q)"
+        ),
+    )
+    p.add_argument(
+        "--label-column",
+        help="column of labels (1/true/anomaly = anomaly): "
+        "anomalies are left out of calibration and used for metrics",
+    )
     p.add_argument("--version", help="model version to calibrate (default: newest)")
-    p.add_argument("--report-dir", type=Path, help=(
-        "report folder; reports go to <dir>/<stream>/<version>/ (default "
-        "<store>/<stream>/reports/<version>/)"))
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        help=(
+            "report folder; reports go to <dir>/<stream>/<version>/ (default "
+            "<store>/<stream>/reports/<version>/)"
+        ),
+    )
     p.add_argument("--no-report", action="store_true", help="skip the PNG/JSON report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -154,8 +189,10 @@ def data_path_for(data: Path, stream: str, several: bool) -> Path:
     candidates = [data / stream, *(data / f"{stream}{suffix}" for suffix in DATA_SUFFIXES)]
     found = [c for c in candidates if c.exists()]
     if not found:
-        raise DataError(f"no hold-out for stream {stream!r} in {data} (expected {stream}/ or "
-                        f"{stream}.csv|.parquet|.npy|.npz)")
+        raise DataError(
+            f"no hold-out for stream {stream!r} in {data} (expected {stream}/ or "
+            f"{stream}.csv|.parquet|.npy|.npz)"
+        )
     return found[0]
 
 
@@ -196,10 +233,13 @@ def calibrate_one(
 
 
 def summary_line(report: CalibrationReport) -> str:
-    levels = ", ".join(f"{lv.name} (fpr {lv.target_fpr:g}): log p < {lv.threshold:.4g}"
-                       for lv in report.levels)
-    line = (f"{report.stream}: version {report.version} (from {report.parent_version}) "
-            f"calibrated on {report.n_scores} records; {levels}")
+    levels = ", ".join(
+        f"{lv.name} (fpr {lv.target_fpr:g}): log p < {lv.threshold:.4g}" for lv in report.levels
+    )
+    line = (
+        f"{report.stream}: version {report.version} (from {report.parent_version}) "
+        f"calibrated on {report.n_scores} records; {levels}"
+    )
     if report.metrics and report.metrics.roc_auc is not None:
         line += f"; ROC-AUC {report.metrics.roc_auc:.3f}, PR-AUC {report.metrics.pr_auc:.3f}"
     if report.report_png:
@@ -219,8 +259,14 @@ def run(args: argparse.Namespace) -> int:
     for stream in streams:
         try:
             report = calibrate_one(args, config, store, stream, len(streams) > 1)
-        except (CalibrationDataError, CalibrationError, ArtifactError, DataError, UsageError,
-                OSError) as e:
+        except (
+            CalibrationDataError,
+            CalibrationError,
+            ArtifactError,
+            DataError,
+            UsageError,
+            OSError,
+        ) as e:
             log.error("stream %s: calibration failed: %s", stream, error_text(e))
             results[stream] = {"ok": False, "error": error_text(e)}
             continue

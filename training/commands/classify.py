@@ -39,11 +39,21 @@ def register(subparsers: Any) -> None:
         ),
     )
     add_store_arguments(p)
-    p.add_argument("--stream", action="append", required=True,
-                   help="candidate stream (repeat for each; at least two)")
-    p.add_argument("--prior", action="append", metavar="STREAM=WEIGHT", help=(
-        "prior weight of a stream (repeatable; normalised; if any is given, every stream "
-        "needs one; default uniform)"))
+    p.add_argument(
+        "--stream",
+        action="append",
+        required=True,
+        help="candidate stream (repeat for each; at least two)",
+    )
+    p.add_argument(
+        "--prior",
+        action="append",
+        metavar="STREAM=WEIGHT",
+        help=(
+            "prior weight of a stream (repeatable; normalised; if any is given, every stream "
+            "needs one; default uniform)"
+        ),
+    )
     p.add_argument("--data", type=Path, required=True, help="records: file or folder")
     p.add_argument("--out", type=Path, help="output CSV (default: stdout)")
     p.add_argument("--json", action="store_true", help="write JSON lines instead of CSV")
@@ -107,11 +117,13 @@ def write_results(
             out.write(json.dumps(row) + "\n")
         return
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["row", "stream", *(f"p_{s}" for s in streams),
-                     *(f"log_p_{s}" for s in streams)])
+    writer.writerow(
+        ["row", "stream", *(f"p_{s}" for s in streams), *(f"log_p_{s}" for s in streams)]
+    )
     for i in range(len(post)):
-        writer.writerow([i, best[i], *(repr(float(v)) for v in post[i]),
-                         *(repr(float(v)) for v in log_p[i])])
+        writer.writerow(
+            [i, best[i], *(repr(float(v)) for v in post[i]), *(repr(float(v)) for v in log_p[i])]
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,8 +141,7 @@ def run(args: argparse.Namespace) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             with args.out.open("w", newline="", encoding="utf-8") as f:
                 write_results(streams, log_p, post, f, args.json)
-    except (UsageError, ConfigError, ArtifactError, DataError, CalibrationDataError,
-            OSError) as e:
+    except (UsageError, ConfigError, ArtifactError, DataError, CalibrationDataError, OSError) as e:
         print(f"classify: {error_text(e)}", file=sys.stderr)
         return 1
     return 0

@@ -51,8 +51,12 @@ def sample_encoded(
     model = artifact.model.eval()
     chunks = []
     with torch.inference_mode():
-        for start in tqdm(range(0, n, SAMPLE_CHUNK), desc="sample", unit="chunk",
-                          disable=None if show_progress is None else not show_progress):
+        for start in tqdm(
+            range(0, n, SAMPLE_CHUNK),
+            desc="sample",
+            unit="chunk",
+            disable=None if show_progress is None else not show_progress,
+        ):
             size = min(SAMPLE_CHUNK, n - start)
             chunks.append(model.sample(size, generator).numpy())
     return np.concatenate(chunks) if chunks else np.empty((0, model.n_features))
