@@ -154,9 +154,12 @@ class DensityModel(nn.Module):
         """Raw numeric values (n, Dn) float64 -> standardised z (n, Dn), log|dz/dx|.
 
         The log-Jacobian is (n, Dn), or (Dn,) when no feature is log-transformed."""
-        if self._any_integer:
-            offset = torch.rand_like(x) if self.training else torch.full_like(x, 0.5)
-            x = x + offset * self.is_integer
+        if self.training:
+            # Drawn even when no feature is an integer: `fit` initialises each capacity
+            # candidate from the global generator, after the previous one's training.
+            x = x + torch.rand_like(x) * self.is_integer
+        elif self._any_integer:
+            x = x + torch.full_like(x, 0.5) * self.is_integer
         log_jac = -torch.log(self.std)
         if self._any_log:
             ax = x.abs()
