@@ -80,9 +80,25 @@ def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
     return [Capacity(hidden_width=192, n_components=6, n_orderings=2, weight_decay=1e-6)]
 
 
-def default_max_steps(n_train: int) -> int:
-    """Gradient steps per candidate: enough to converge, bounded for large streams."""
-    return 2000 if n_train < 2_000 else 1500
+LARGE_STREAM_ROWS = 20_000
+LARGE_STREAM_EPOCHS = 40
+LARGE_STREAM_MAX_STEPS = 5_000
+
+
+def default_max_steps(n_train: int, batch_size: int) -> int:
+    """Gradient steps per candidate: enough to converge, bounded for large streams.
+
+    Up to 20k rows the batch grows with the data, so 1 500 steps are about 40 epochs. Beyond,
+    the batch stays at 1 024 rows and a fixed step count would mean ever fewer passes (a
+    62k-row stream got 24 and was still improving on validation NLL when stopped): large
+    streams get 40 epochs, within 5 000 steps (about 100 s on one core).
+    """
+    if n_train < 2_000:
+        return 2000
+    if n_train < LARGE_STREAM_ROWS:
+        return 1500
+    epochs = LARGE_STREAM_EPOCHS * math.ceil(n_train / batch_size)
+    return min(LARGE_STREAM_MAX_STEPS, max(1500, epochs))
 
 
 def default_batch_size(n_train: int) -> int:
@@ -163,7 +179,7 @@ def _train_one(
     )
     batch = config.batch_size or default_batch_size(len(train))
     steps_per_epoch = max(1, math.ceil(len(train) / batch))
-    max_steps = config.max_steps or default_max_steps(len(train))
+    max_steps = config.max_steps or default_max_steps(len(train), batch)
     max_epochs = min(config.max_epochs, max(1, max_steps // steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_epochs)
     best, best_state, stale, epoch = math.inf, copy.deepcopy(model.state_dict()), 0, 0

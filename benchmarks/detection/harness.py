@@ -434,6 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"--resume: {partial_path} has another configuration; starting over",
                 file=sys.stderr,
             )
+    commit = git_commit()
     notes = list(PROTOCOL_NOTES)
     for method, cap in caps.items():
         notes.append(f"{method}: fit on a random subsample of at most {cap} rows of the fit half.")
@@ -455,11 +456,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             if ds.name in published:
                 results[ds.name]["published"] = published[ds.name]
+            results[ds.name]["commit"] = commit
             partial = {"config": config, "datasets": results, "per_seed": seeds, "notes": notes}
             atomic_write(partial_path, json.dumps(_clean(partial), indent=1) + "\n")
     finally:
         bar.close()
     ordered = {d.name: results[d.name] for d in datasets}
+    notes += _carried_over(ordered, commit)
     summary, published_summary = summarise(ordered, methods, published)
     speed = None
     if "densitywatch" in methods and not args.no_speed:
@@ -472,7 +475,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "published_summary": published_summary,
         "training_speed": speed,
         "machine": machine_info(),
-        "commit": git_commit(),
+        "commit": commit,
         "seeds": args.seeds,
         "config": config,
         "notes": notes,
@@ -482,6 +485,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = _clean(result)
     write_results(NAME, result, markdown(result), out_dir=out)
     return result
+
+
+def _carried_over(results: dict[str, Any], commit: str) -> list[str]:
+    """A note per earlier commit whose datasets --resume carried into this result."""
+    earlier: dict[str, list[str]] = {}
+    for name, entry in results.items():
+        if entry.get("commit", "unknown") != commit:
+            earlier.setdefault(entry.get("commit", "unknown"), []).append(name)
+    return [
+        f"Carried over by --resume from commit {c}: {', '.join(names)} "
+        "(each dataset's entry records the commit that computed it)."
+        for c, names in sorted(earlier.items())
+    ]
 
 
 def run_dataset(

@@ -116,6 +116,17 @@ def test_resume_skips_finished_datasets(data_dir: Path, tmp_path: Path) -> None:
     resumed = _run(data_dir, out, ["knn", "iforest"], "--resume")
     assert resumed["datasets"]["easy"] == first["datasets"]["easy"]
     assert resumed["per_seed"] == first["per_seed"]
+    assert resumed["datasets"]["easy"]["commit"] == first["commit"]
+    assert not any("Carried over" in n for n in resumed["notes"])  # same commit throughout
+    # A dataset computed at another commit is named in the notes of the resumed result.
+    partial = out / "detection.partial.json"
+    doc = json.loads(partial.read_text())
+    doc["datasets"]["easy"]["commit"] = "0123abc"
+    partial.write_text(json.dumps(doc))
+    again = _run(data_dir, out, ["knn", "iforest"], "--resume")
+    assert again["datasets"]["easy"]["commit"] == "0123abc"
+    assert any("from commit 0123abc: easy" in n for n in again["notes"])
+    assert "0123abc" in (out / "detection.md").read_text()
     # Without --resume the corrupt file is read and the run fails.
     with pytest.raises(Exception):  # noqa: B017 - numpy raises its own unpickling/format errors
         main(

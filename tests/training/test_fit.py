@@ -11,7 +11,15 @@ import torch
 
 from density.model import log_prob_numpy
 from density.schema import FeatureKind, FeatureSpec, Schema
-from training.fit import Capacity, FitConfig, FitResult, default_batch_size, fit, split
+from training.fit import (
+    Capacity,
+    FitConfig,
+    FitResult,
+    default_batch_size,
+    default_max_steps,
+    fit,
+    split,
+)
 from training.schema import infer_schema_from_matrix
 
 torch.set_num_threads(1)
@@ -174,3 +182,18 @@ def test_split_and_batch_size_defaults() -> None:
     assert sorted(np.concatenate([train, val])[:, 0].tolist()) == x[:, 0].tolist()
     assert len(split(x[:2], 0.01, seed=0)[1]) == 1
     assert default_batch_size(10) == 64 and default_batch_size(10**7) == 1024
+
+
+@pytest.mark.parametrize("n_train", [100, 1_999, 2_000, 19_999, 20_000, 62_000, 90_000, 400_000])
+def test_step_budget_gives_large_streams_enough_epochs_within_a_cap(n_train: int) -> None:
+    batch = default_batch_size(n_train)
+    steps = default_max_steps(n_train, batch)
+    epochs = steps / math.ceil(n_train / batch)
+    if n_train < 2_000:
+        assert steps == 2000
+    elif n_train < 20_000:
+        assert steps == 1500
+        assert epochs >= 25  # the batch grows with the data below 20k rows
+    else:
+        assert 1500 <= steps <= 5000
+        assert epochs >= 40 or steps == 5000
