@@ -292,5 +292,5 @@ def log_prob_numpy(model: DensityModel, x: np.ndarray, batch_size: int = 8192) -
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
-            totals.append(model.log_prob(chunk).total.double().numpy())
+            totals.append(model(chunk).double().numpy())
     return np.concatenate(totals) if totals else np.empty(0)

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import BaseModel, Field
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
@@ -29,7 +28,7 @@ from density.calibration import (
     calibrate,
     min_scores_for,
 )
-from density.model import DensityModel
+from density.model import DensityModel, log_prob_numpy
 from density.schema import RawType, Schema
 from training.data import CellOrigin, DataError, encode_table, missing_mask, text_cell_origin
 from training.report import write_report as write_files
@@ -223,15 +222,12 @@ def check_size(n: int, levels: Mapping[str, float], trim_fraction: float, stream
 
 
 def score(model: DensityModel, x: np.ndarray, show_progress: bool | None = None) -> np.ndarray:
-    """log p of encoded records, in batches under inference mode."""
-    out = np.empty(len(x), dtype=np.float64)
+    """log p of encoded records (`log_prob_numpy` in eval mode, with a progress bar)."""
     model.eval()
     starts = range(0, len(x), SCORE_BATCH)
-    with torch.inference_mode():
-        for start in tqdm(starts, desc="score", unit="batch", disable=_disable(show_progress)):
-            chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + SCORE_BATCH]))
-            out[start : start + len(chunk)] = model.log_prob(chunk).total.double().numpy()
-    return out
+    bar = tqdm(starts, desc="score", unit="batch", disable=_disable(show_progress))
+    parts = [log_prob_numpy(model, x[start : start + SCORE_BATCH]) for start in bar]
+    return np.concatenate(parts) if parts else np.empty(0)
 
 
 def _disable(show_progress: bool | None) -> bool | None:
