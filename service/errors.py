@@ -159,7 +159,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     def __init__(self, observe: DurationObserver) -> None:
         self._observe = observe
         # Wrapped once per handler, not per call: the handlers behind a method are fixed
-        # (under token auth, also one of a few cached refusal handlers).
+        # (under token auth, also one of a few cached refusal handlers). The cache holds each
+        # handler, so no other object can take its id while its entry exists.
         self._wrapped: dict[tuple[str, int], tuple[grpc.RpcMethodHandler, Any]] = {}
 
     def intercept_service(
@@ -172,7 +173,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             return None
         key = (handler_call_details.method, id(handler))
         cached = self._wrapped.get(key)
-        if cached is not None and cached[0] is handler:
+        if cached is not None:
             return cached[1]
         wrapped = self._wrap(handler_call_details.method.rsplit("/", 1)[-1], handler)
         if len(self._wrapped) < _MAX_CACHED_HANDLERS:

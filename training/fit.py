@@ -80,6 +80,7 @@ def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
     return [Capacity(hidden_width=192, n_components=6, n_orderings=2, weight_decay=1e-6)]
 
 
+STEPS = 1_500  # per candidate, from 2k rows up; more for large streams (below)
 LARGE_STREAM_ROWS = 20_000
 LARGE_STREAM_EPOCHS = 40
 LARGE_STREAM_MAX_STEPS = 5_000
@@ -96,9 +97,9 @@ def default_max_steps(n_train: int, batch_size: int) -> int:
     if n_train < 2_000:
         return 2000
     if n_train < LARGE_STREAM_ROWS:
-        return 1500
+        return STEPS
     epochs = LARGE_STREAM_EPOCHS * math.ceil(n_train / batch_size)
-    return min(LARGE_STREAM_MAX_STEPS, max(1500, epochs))
+    return min(LARGE_STREAM_MAX_STEPS, max(STEPS, epochs))
 
 
 def default_batch_size(n_train: int) -> int:

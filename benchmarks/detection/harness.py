@@ -491,8 +491,9 @@ def _carried_over(results: dict[str, Any], commit: str) -> list[str]:
     """A note per earlier commit whose datasets --resume carried into this result."""
     earlier: dict[str, list[str]] = {}
     for name, entry in results.items():
-        if entry.get("commit", "unknown") != commit:
-            earlier.setdefault(entry.get("commit", "unknown"), []).append(name)
+        computed_at = entry.get("commit", "unknown")
+        if computed_at != commit:
+            earlier.setdefault(computed_at, []).append(name)
     return [
         f"Carried over by --resume from commit {c}: {', '.join(names)} "
         "(each dataset's entry records the commit that computed it)."
