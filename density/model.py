@@ -123,6 +123,7 @@ class DensityModel(nn.Module):
         self.register_buffer("cat_valid", valid.reshape(len(cat), vmax))
         # Static facts of the schema that let log_prob skip whole steps (fewer tensor
         # operations: per-operation overhead dominates small batches).
+        self._n_num, self._n_cat = len(num), len(cat)
         self._all_numeric = not cat
         self._any_integer = any(feats[j].kind == FeatureKind.INTEGER for j in num)
         self._any_log = any(feats[j].log_transform for j in num)
@@ -196,7 +197,7 @@ class DensityModel(nn.Module):
         cat = x[:, self.cat_index].long()
         h = self._network_input(z, cat)
         out = self.net(h.unsqueeze(0).expand(self.n_members, -1, -1))
-        dn, dc = len(self.num_index), len(self.cat_index)
+        dn, dc = self._n_num, self._n_cat
         terms = out.new_zeros(out.shape[0], n, self.n_features)
         if dn:
             params = out[..., : dn * 3 * k].reshape(-1, n, dn, 3 * k)

@@ -52,9 +52,14 @@ class PointEncoder:
                 str_i += 1
         self._plain_out = np.asarray(plain_out, dtype=np.intp)
         self._plain_in = np.asarray(plain_in, dtype=np.intp)
+        # Every feature a plain number, in the wire's order: the numbers are the encoding.
+        self._identity = plain_out == plain_in == list(range(self.n_features))
 
     def encode(self, numbers: np.ndarray, strings: Sequence[str]) -> np.ndarray:
-        """numbers (n, n_num) finite float64, strings flat row-major (n * n_str) -> (n, D)."""
+        """numbers (n, n_num) finite float64, strings flat row-major (n * n_str) -> (n, D)
+        (`numbers` itself when every feature is a plain number)."""
+        if self._identity:
+            return numbers
         n = numbers.shape[0]
         out = np.empty((n, self.n_features), dtype=np.float64)
         if len(self._plain_out):

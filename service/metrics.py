@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +50,10 @@ class _VectorHistogram:
     def observe_many(self, values: np.ndarray) -> None:
         idx = np.searchsorted(self.bounds, values, side="left")  # le semantics
         binned = np.bincount(idx, minlength=len(self.counts))
+        total = float(values.sum())
         with self.lock:
             self.counts += binned
-            self.total += float(np.sum(values))
+            self.total += total
 
 
 class LogProbHistograms(Collector):
@@ -109,11 +110,10 @@ class StreamMetrics:
     log_prob: _VectorHistogram
     invalid: dict[str, Counter]
 
-    def record_batch(self, log_p: np.ndarray, crossed: np.ndarray) -> None:
-        """`crossed` (levels, n) bool: point below each level's threshold."""
+    def record_batch(self, log_p: np.ndarray, outliers: Sequence[int]) -> None:
+        """`outliers`: points below each level's threshold, in the calibration's level order."""
         self.points.inc(len(log_p))
-        counts = crossed.sum(axis=1).tolist()
-        for counter, count in zip(self.outliers, counts, strict=True):
+        for counter, count in zip(self.outliers, outliers, strict=True):
             if count:
                 counter.inc(count)
         self.log_prob.observe_many(log_p)
@@ -165,6 +165,9 @@ class ServiceMetrics:
         self.queue_depth = Gauge(
             "densitywatch_queue_depth", "Points waiting for a forward pass", registry=r
         )
+        # Read at scrape time from the batchers rather than updated twice per request.
+        self._queues: list[Callable[[], int]] = []
+        self.queue_depth.set_function(lambda: float(sum(queued() for queued in self._queues)))
         self.model_info = Gauge(
             "densitywatch_model_info",
             "1 for the serving version",
@@ -190,6 +193,11 @@ class ServiceMetrics:
         self.log_prob = LogProbHistograms()
         r.register(self.log_prob)
         self._serving_version: dict[str, str] = {}
+
+    def track_queue(self, queued: Callable[[], int]) -> None:
+        """Count `queued()` points in densitywatch_queue_depth."""
+        with self._lock:
+            self._queues = [*self._queues, queued]
 
     def label(self, stream: str) -> str:
         """The stream's label value: its name for the first `max_streams` streams, else other."""

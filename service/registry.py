@@ -49,8 +49,10 @@ class Registry:
         metrics: ServiceMetrics,
         pinned: dict[str, str] | None = None,
         on_change: Callable[[dict[str, StreamStatus]], None] | None = None,
+        trace: bool = True,
     ) -> None:
         self.store = store
+        self.trace = trace
         self.metrics = metrics
         self.pinned = dict(pinned or {})
         self._on_change = on_change
@@ -156,7 +158,8 @@ class Registry:
     def _load(self, stream: str, version: str, failures: list[str]) -> StreamModel | None:
         try:
             artifact = load_artifact(self.store.path(stream, version))
-            return StreamModel(artifact, self.metrics.bind(stream, version, _calibration(artifact)))
+            metrics = self.metrics.bind(stream, version, _calibration(artifact))
+            return StreamModel(artifact, metrics, trace=self.trace)
         except Exception as e:  # any failure: keep serving what we have
             self._mark_bad(stream, version, e, failures)
             return None

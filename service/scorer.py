@@ -4,16 +4,20 @@ Batching is leader/follower rather than a dedicated thread: the request that fin
 stream idle runs the forward pass itself (no thread hand-off, so a lone client pays no
 batching latency); requests arriving meanwhile queue up, and when the leader finishes it
 promotes the oldest waiting request, which scores everything queued behind it in one pass.
+Up to `concurrency` leaders run at once: each forward pass is single-threaded, so a second
+one uses a core the first leaves idle while the gRPC threads wait for it.
 A batch only ever holds requests encoded for the same `StreamModel`, and that object is
 what every point in the batch is attributed to, so a hot swap never mixes versions.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,15 +26,47 @@ import torch
 
 from density.artifact import Artifact
 from density.calibration import Calibration
+from density.model import DensityModel
 from service.convert import NORMAL, PointEncoder
 from service.errors import DeadlineExceededError, ResourceExhaustedError
 from service.metrics import ServiceMetrics, StreamMetrics
+
+log = logging.getLogger(__name__)
+
+
+def traced_log_p(model: DensityModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The folded model's log p (`DensityModel.forward`) as a frozen TorchScript trace, else
+    the model itself.
+
+    A trace runs the whole pass in C++ and takes the GIL once instead of once per tensor
+    operation (about 55), which is what lets concurrent forward passes and the gRPC threads
+    share the cores. It is the same graph of the same kernels: the trace is used only if its
+    output equals the eager module's bit for bit at two batch sizes; otherwise (or if
+    tracing fails) the eager module serves, with a warning. `torch.jit.trace` is deprecated
+    upstream (torch 2.13 still ships it; `DENSITYWATCH_TRACE_MODELS=false` turns it off).
+    """
+    probe = model.sample(9, torch.Generator().manual_seed(0))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit", category=DeprecationWarning)
+            with torch.inference_mode():
+                traced = torch.jit.trace(model, probe[:4], check_trace=False)
+            traced = torch.jit.freeze(traced)  # weights and buffers become constants
+            with torch.inference_mode():
+                same = all(torch.equal(traced(p), model(p)) for p in (probe[:1], probe))
+    except Exception as e:  # a model that cannot be traced is still served, eagerly
+        log.warning("serving %s eagerly: tracing failed: %s", model.schema.names, e)
+        return model
+    if not same:
+        log.warning("serving eagerly: the traced model's log p differs from the eager one")
+        return model
+    return traced  # type: ignore[no-any-return]
 
 
 class StreamModel:
     """One version of one stream, folded and precomputed for serving (immutable)."""
 
-    def __init__(self, artifact: Artifact, metrics: StreamMetrics) -> None:
+    def __init__(self, artifact: Artifact, metrics: StreamMetrics, trace: bool = True) -> None:
         calibration = artifact.manifest.calibration
         if calibration is None:
             raise ValueError(f"{artifact.stream} {artifact.version} has no calibration")
@@ -42,17 +78,20 @@ class StreamModel:
         self.encoder = PointEncoder(self.schema)
         self.feature_names = self.schema.names
         self.model = artifact.model.fold()
+        self.log_p = traced_log_p(self.model) if trace else self.model
         self.metrics = metrics
-        # Least severe first, so later (more severe) levels overwrite in `levels_of`.
+        # Least severe first: level i + 1 of `level_names` is row i of `crossed`.
         levels = sorted(calibration.levels, key=lambda lv: -lv.target_fpr)
         self.level_names = np.asarray([NORMAL, *(lv.name for lv in levels)], dtype=object)
-        self._thresholds = np.asarray([lv.threshold for lv in levels], dtype=np.float64)
+        self._thresholds = np.asarray([[lv.threshold] for lv in levels], dtype=np.float64)
+        self._level_ids = np.arange(1, len(levels) + 1, dtype=np.intp)[:, None]
         # Metric order is the calibration's own level order.
         self._metric_order = [levels.index(lv) for lv in calibration.levels]
         self._tail = np.asarray(calibration.tail, dtype=np.float64)
         self._quantiles = np.asarray(calibration.quantiles, dtype=np.float64)
         self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
         self._n_scores = calibration.n_scores
+        self._tail_is_all = len(self._tail) >= self._n_scores
 
     def forward(self, x: np.ndarray, terms: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Encoded (n, D) -> log p (n,) and, if asked, per-feature terms (n, D); float64."""
@@ -61,36 +100,39 @@ class StreamModel:
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             if not terms:
-                return self.model(xt).double().numpy(), None
+                return self.log_p(xt).double().numpy(), None
             out = self.model.log_prob(xt)
             return out.total.double().numpy(), out.terms.double().numpy()
 
+    # The helpers below run once per batch, often of one point: they keep to few numpy
+    # calls, each of which costs microseconds on caches the forward pass has just evicted.
     def crossed(self, log_p: np.ndarray) -> np.ndarray:
         """(levels, n) bool, least severe level first: log p below each threshold."""
-        return log_p[None, :] < self._thresholds[:, None]
+        return log_p < self._thresholds
 
     def levels_of(self, crossed: np.ndarray) -> np.ndarray:
         """Most severe level crossed per point (object array of names, "normal" if none)."""
-        index = np.zeros(crossed.shape[1], dtype=np.intp)
-        for i in range(len(crossed)):
-            index[crossed[i]] = i + 1
-        return self.level_names[index]
+        if not len(crossed):
+            return self.level_names[np.zeros(crossed.shape[1], dtype=np.intp)]
+        return self.level_names[(crossed * self._level_ids).max(axis=0)]
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Calibration.p_values with the tail and quantiles kept as arrays."""
-        counts = np.searchsorted(self._tail, scores, side="right").astype(np.float64)
+        counts = np.searchsorted(self._tail, scores, side="right")
         n, n_tail = self._n_scores, len(self._tail)
-        beyond = counts >= n_tail
-        if n_tail < n and beyond.any():
-            frac = np.interp(scores[beyond], self._quantiles, self._grid)
-            counts[beyond] = np.maximum(n_tail, np.round(frac * n))
-        return (1.0 + counts) / (n + 1.0)
+        if not self._tail_is_all:
+            beyond = counts >= n_tail
+            if beyond.any():
+                frac = np.interp(scores[beyond], self._quantiles, self._grid)
+                counts[beyond] = np.maximum(n_tail, np.round(frac * n))
+        return (counts + 1.0) / (n + 1.0)
 
     def score(self, x: np.ndarray, terms: bool = True) -> Scores:
         """Score encoded points (with per-feature terms if asked) and record the metrics."""
         log_p, feature_terms = self.forward(x, terms)
         crossed = self.crossed(log_p)
-        self.metrics.record_batch(log_p, crossed[self._metric_order])
+        counts = crossed.sum(axis=1).tolist()
+        self.metrics.record_batch(log_p, [counts[i] for i in self._metric_order])
         return Scores(self, log_p, self.p_values(log_p), self.levels_of(crossed), feature_terms)
 
 
@@ -123,8 +165,8 @@ class Job:
     deadline: float | None  # time.monotonic() value, None: no deadline
     explain: bool = False  # wants per-feature terms
     event: threading.Event = field(default_factory=threading.Event)
-    lead: bool = False
-    taken: bool = False
+    lead: bool = False  # holds one of the batcher's `concurrency` leadership slots
+    taken: bool = False  # in a batch being scored
     result: Scores | None = None
     error: BaseException | None = None
 
@@ -138,8 +180,14 @@ class Job:
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    @property
+    def settled(self) -> bool:
+        return self.result is not None or self.error is not None
+
     def finish(self, result: Scores | None = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
+        """Called with the batcher's lock held (a waiter clears the event under it)."""
+        if not self.settled:  # a waiter may already have given up on its deadline
+            self.result, self.error = result, error
         self.event.set()
 
     def outcome(self) -> Scores:
@@ -169,17 +217,20 @@ class Batcher:
         max_points: int,
         max_delay_s: float,
         queue_limit: int,
+        concurrency: int = 1,
     ) -> None:
         self._metrics = metrics
         self.enabled = enabled
         self.max_points = max_points
         self.max_delay_s = max_delay_s
         self.queue_limit = queue_limit
+        self.concurrency = concurrency
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[Job] = deque()
         self._queued = 0  # points queued or, unbatched, in flight
-        self._busy = False
+        self._leaders = 0  # jobs holding a leadership slot (leading, or promoted and waking)
         self._arriving = 0
+        metrics.track_queue(lambda: self._queued)
 
     @contextmanager
     def arriving(self) -> Iterator[Arrival]:
@@ -212,12 +263,15 @@ class Batcher:
             self._arrived(arrival)
             self._admit(job)
             self._queue.append(job)
-            lead = not self._busy
-            self._busy = True
+            if self._leaders < self.concurrency:
+                self._leaders += 1
+                job.lead = True
             self._cond.notify_all()
-        if not lead and not self._wait(job):
-            return job.outcome()
-        self._lead()
+        while not job.settled:
+            if job.lead:
+                self._lead(job)
+            else:
+                self._wait(job)
         return job.outcome()
 
     def _admit(self, job: Job) -> None:
@@ -227,11 +281,9 @@ class Batcher:
                 "retry with backoff"
             )
         self._queued += job.n
-        self._metrics.queue_depth.inc(job.n)
 
     def _release(self, n: int) -> None:
         self._queued -= n
-        self._metrics.queue_depth.dec(n)
 
     def _score_alone(self, job: Job, arrival: Arrival | None) -> Scores:
         with self._cond:
@@ -246,35 +298,36 @@ class Batcher:
             with self._cond:
                 self._release(job.n)
 
-    def _wait(self, job: Job) -> bool:
-        """Follower: wait for a result or a promotion. True: this job must now lead."""
+    def _wait(self, job: Job) -> None:
+        """Follower: wait for a result, a promotion, or the deadline."""
         remaining = job.remaining()
         job.event.wait(None if remaining is None else max(remaining, 0.0))
         with self._cond:
-            if job.lead:
-                return True
-            if job.event.is_set():
-                return False
+            job.event.clear()  # finish() and promotion set it under the lock: nothing is lost
+            if job.lead or job.settled or not job.expired():
+                return
             if not job.taken:  # timed out while still queued: leave the queue
                 self._queue.remove(job)
                 self._release(job.n)
-            job.error = job.error or _expired_error()
-            return False
+            job.error = _expired_error()
 
-    def _lead(self) -> None:
-        """Score one batch from the head of the queue, then hand leadership on."""
+    def _lead(self, job: Job) -> None:
+        """Score one batch from the head of the queue. If `job` itself is still queued, keep
+        leading; otherwise hand leadership to the oldest queued job that has none."""
         try:
             batch = self._take_batch()
             if batch:
                 self._run(batch)
         finally:
             with self._cond:
-                if self._queue:
-                    head = self._queue[0]
-                    head.lead = True
-                    head.event.set()
-                else:
-                    self._busy = False
+                if job.taken or job.settled:
+                    job.lead = False
+                    successor = next((j for j in self._queue if not j.lead), None)
+                    if successor is not None:
+                        successor.lead = True
+                        successor.event.set()
+                    else:
+                        self._leaders -= 1
 
     def _take_batch(self) -> list[Job]:
         with self._cond:
@@ -308,10 +361,12 @@ class Batcher:
             self._metrics.batch_size.observe(len(x))
             scores = batch[0].model.score(x, terms=any(job.explain for job in batch))
         except Exception as exc:  # every waiter gets the error; the interceptor maps it
-            for job in batch:
-                job.finish(error=exc)
+            with self._cond:
+                for job in batch:
+                    job.finish(error=exc)
             return
-        start = 0
-        for job in batch:
-            job.finish(result=scores.slice(start, start + job.n))
-            start += job.n
+        with self._cond:
+            start = 0
+            for job in batch:
+                job.finish(result=scores.slice(start, start + job.n))
+                start += job.n

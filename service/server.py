@@ -56,6 +56,7 @@ class DensityWatchServer:
             self.metrics,
             pinned=settings.pinned,
             on_change=self._on_streams_changed,
+            trace=settings.trace_models,
         )
         self.servicer = DensityWatchServicer(self.registry, self.metrics, settings)
         self.port = 0
@@ -86,7 +87,14 @@ class DensityWatchServer:
         elif s.auth_token_hashes_file is not None:
             raise AccessConfigError(f"{s.auth_token_hashes_file}: no token hashes")
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=s.thread_pool_size, thread_name_prefix="grpc"),
+            ThreadPoolExecutor(
+                max_workers=s.thread_pool_size,
+                thread_name_prefix="grpc",
+                # The thread count is per thread (OpenMP): a handler thread that never sets
+                # it runs its forward passes with the machine's default.
+                initializer=torch.set_num_threads,
+                initargs=(s.torch_threads,),
+            ),
             interceptors=interceptors,
             options=options,
         )

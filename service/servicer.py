@@ -66,6 +66,7 @@ class DensityWatchServicer(pb_grpc.DensityWatchServicer):
                         max_points=s.batch_max_points,
                         max_delay_s=s.batch_max_delay_ms / 1000.0,
                         queue_limit=s.queue_limit,
+                        concurrency=s.batch_concurrency,
                     ),
                 )
         return batcher

@@ -35,6 +35,12 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Longest wait for requests that are already being decoded to join a batch.",
     )
+    batch_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Forward passes one stream runs at once (each on torch_threads threads): "
+        "a second pass uses the core the first leaves to gRPC while callers wait.",
+    )
     queue_limit: int = Field(
         default=16384,
         ge=1,
@@ -61,6 +67,11 @@ class ServiceSettings(BaseSettings):
         "UNAVAILABLE before the port closes, so clients move off instead of seeing CANCELLED.",
     )
     torch_threads: int = Field(default=1, ge=1, description="Intra-op torch threads.")
+    trace_models: bool = Field(
+        default=True,
+        description="Score through a TorchScript trace of each model (checked equal to eager "
+        "at load; the GIL is taken once per pass, not once per tensor operation).",
+    )
     pinned: dict[str, str] = Field(
         default_factory=dict,
         description='Versions to serve instead of the newest calibrated, e.g. {"hosts":"000003"}.',

@@ -4,6 +4,9 @@ default model's raw throughput vs scikit-learn's IsolationForest.
 
     python -m benchmarks.serving [--seconds 1] [--rounds 5] [--out benchmarks/results]
 
+"Raw forward" is the callable the server scores with: the model's frozen TorchScript trace
+(`service.scorer.traced_log_p`); the eager module is measured beside it.
+
 Servers run as subprocesses (`python -m densitywatch serve` with batching on, another with
 it off, and the echo server), the clients in this process, so client and server do not
 share a GIL. Every measurement runs once per round, rounds interleaved, so that a slow
@@ -33,6 +36,7 @@ from benchmarks.common import git_commit, machine_info, write_results
 from density.artifact import ArtifactStore, fingerprint
 from densitywatch.client import Client
 from protos.densitywatch.v1 import densitywatch_pb2 as pb
+from service.scorer import traced_log_p
 from training.calibrate import calibrate_encoded
 from training.fit import Capacity, FitConfig, default_capacities, fit
 from training.schema import infer_schema_from_matrix
@@ -244,7 +248,8 @@ def run(seconds: float, out: Path | None, rounds: int = 5) -> dict[str, Any]:
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-"))
     artifact, x = build_store(tmp / "store")
-    model = artifact.model.fold()
+    eager = artifact.model.fold()
+    model = traced_log_p(eager)  # what the server runs (DENSITYWATCH_TRACE_MODELS default)
     one = pb.ScoreRequest(stream=STREAM, points=pb.Points(numbers=x[0].tolist(), count=1))
     batch = pb.ScoreRequest(
         stream=STREAM, points=pb.Points(numbers=x[:256].ravel().tolist(), count=256)
@@ -272,6 +277,8 @@ def run(seconds: float, out: Path | None, rounds: int = 5) -> dict[str, Any]:
             for _ in tqdm(range(rounds), desc="rounds", unit="round"):
                 for b in (1, 16, 256):
                     record(f"raw_batch_{b}", raw_run(model, x, b, seconds))
+                for b in (1, 256):
+                    record(f"raw_eager_batch_{b}", raw_run(eager, x, b, seconds))
                 record("served_batch_256_1_client", load(score_call(on, batch), 1, seconds))
                 record(
                     f"served_batch_256_{BATCH_CLIENTS}_clients",
@@ -372,6 +379,8 @@ ROWS = [
     ("raw_batch_1", "raw forward, batch 1"),
     ("raw_batch_16", "raw forward, batch 16"),
     ("raw_batch_256", "raw forward, batch 256"),
+    ("raw_eager_batch_1", "raw forward, eager module (not traced), batch 1"),
+    ("raw_eager_batch_256", "raw forward, eager module (not traced), batch 256"),
     ("served_batch_256_1_client", "served Score, 256 points/call, 1 client"),
     (
         f"served_batch_256_{BATCH_CLIENTS}_clients",

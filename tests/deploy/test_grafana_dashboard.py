@@ -74,7 +74,7 @@ def test_exported_names_come_from_the_service_registry() -> None:
     metrics = ServiceMetrics(max_streams=5)
     calibration = calibrate(np.random.default_rng(0).normal(size=2000))
     stream = metrics.bind("hosts", "000001", calibration)
-    stream.record_batch(np.array([-1.0, -9.0]), np.array([[False, True]] * len(calibration.levels)))
+    stream.record_batch(np.array([-1.0, -9.0]), [1] * len(calibration.levels))
     metrics.observe_request("Score", "OK", 0.01)
     metrics.load_failed("hosts")
     text = generate_latest(metrics.registry).decode()

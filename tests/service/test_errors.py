@@ -113,7 +113,11 @@ def test_deadline_stops_queued_work(built_store: tuple[Path, dict]) -> None:
     """A call whose deadline passes while it waits behind a slow batch is never scored."""
     big_n = 300_000
     settings_ = make_settings(
-        built_store[0], max_points_per_call=big_n, queue_limit=2 * big_n, batch_max_delay_ms=0
+        built_store[0],
+        max_points_per_call=big_n,
+        queue_limit=2 * big_n,
+        batch_max_delay_ms=0,
+        batch_concurrency=1,  # the small call must queue behind the big one
     )
     with running_server(settings_) as server, Client(f"127.0.0.1:{server.port}") as client:
         big = pair_data(big_n, 1, 0.0)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from service_support import hosts_data
 
 from density.model import log_prob_numpy
+from service.errors import DeadlineExceededError
 from service.metrics import ServiceMetrics
 from service.scorer import Batcher, Job, Scores, StreamModel
 
@@ -62,3 +65,136 @@ def test_a_coalesced_batch_gets_terms_if_any_request_asks(
     np.testing.assert_array_equal(b.terms, solo.terms[3:])
     batches = metrics.registry.get_sample_value("densitywatch_batch_size_count")
     assert batches == 1  # the two requests shared one forward pass
+
+
+class _SlowModel:
+    """Stands in for a StreamModel: log p = row sums, and records overlapping passes."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_running = 0
+        self.batches: list[int] = []
+
+    def score(self, x: np.ndarray, terms: bool = True) -> Scores:
+        with self.lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.batches.append(len(x))
+        threading.Event().wait(self.delay_s)
+        with self.lock:
+            self.running -= 1
+        log_p = x.sum(axis=1)
+        return Scores(self, log_p, log_p, log_p, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 3])
+def test_every_job_gets_its_own_scores_under_concurrent_leaders(concurrency: int) -> None:
+    """Many callers, batches capped below their sum (a leader's own job can miss its batch):
+    each gets exactly its rows back, at most `concurrency` passes overlap, state drains."""
+    model = _SlowModel(delay_s=0.002)
+    metrics = ServiceMetrics(max_streams=4)
+    batcher = Batcher(
+        metrics,
+        enabled=True,
+        max_points=10,
+        max_delay_s=0.0,
+        queue_limit=10_000,
+        concurrency=concurrency,
+    )
+    rng = np.random.default_rng(concurrency)
+    inputs = [rng.normal(size=(int(rng.integers(1, 9)), 3)) for _ in range(120)]
+    results: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        results[i] = batcher.score(Job(model, inputs[i], None)).log_p  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a caller never got its result"
+    for i, x in enumerate(inputs):
+        np.testing.assert_array_equal(results[i], x.sum(axis=1))
+    assert max(model.batches) <= 10 and sum(model.batches) == sum(len(x) for x in inputs)
+    assert model.most_running <= concurrency
+    if concurrency > 1:
+        assert model.most_running > 1  # passes did overlap
+    assert batcher._leaders == 0 and not batcher._queue and batcher._queued == 0
+    assert metrics.registry.get_sample_value("densitywatch_queue_depth") == 0
+
+
+def test_a_follower_past_its_deadline_leaves_the_queue() -> None:
+    model = _SlowModel(delay_s=0.3)
+    metrics = ServiceMetrics(max_streams=4)
+    batcher = Batcher(
+        metrics, enabled=True, max_points=100, max_delay_s=0.0, queue_limit=100, concurrency=1
+    )
+    slow = threading.Thread(
+        target=lambda: batcher.score(Job(model, np.ones((2, 3)), None))  # type: ignore[arg-type]
+    )
+    slow.start()
+    while not model.running:
+        threading.Event().wait(0.001)
+    late = Job(model, np.ones((1, 3)), time.monotonic() + 0.05)  # type: ignore[arg-type]
+    with pytest.raises(DeadlineExceededError):
+        batcher.score(late)
+    slow.join(timeout=30)
+    assert model.batches == [2]  # the late job was never scored
+    assert batcher._leaders == 0 and not batcher._queue and batcher._queued == 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 300])
+def test_the_traced_model_scores_bit_for_bit_like_the_eager_one(
+    hosts: tuple[StreamModel, ServiceMetrics], n: int
+) -> None:
+    model, _ = hosts
+    assert isinstance(model.log_p, torch.jit.ScriptModule)  # numbers and strings: traceable
+    eager = StreamModel(model.artifact, model.metrics, trace=False)
+    assert eager.log_p is eager.model
+    x = _encoded(model, n, seed=n)
+    np.testing.assert_array_equal(model.forward(x, terms=False)[0], eager.forward(x, False)[0])
+
+
+def test_a_model_that_cannot_be_traced_is_served_eagerly(
+    hosts: tuple[StreamModel, ServiceMetrics], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = hosts
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("cannot trace")
+
+    monkeypatch.setattr(torch.jit, "trace", fail)
+    fresh = StreamModel(model.artifact, model.metrics)
+    assert fresh.log_p is fresh.model
+    x = _encoded(model, 5, seed=0)
+    np.testing.assert_array_equal(fresh.forward(x, False)[0], model.forward(x, False)[0])
+
+
+def test_queue_depth_counts_points_waiting_behind_a_forward_pass() -> None:
+    model = _SlowModel(delay_s=0.3)
+    metrics = ServiceMetrics(max_streams=4)
+    batcher = Batcher(
+        metrics, enabled=True, max_points=100, max_delay_s=0.0, queue_limit=100, concurrency=1
+    )
+
+    def depth() -> float | None:
+        return metrics.registry.get_sample_value("densitywatch_queue_depth")
+
+    calls = [
+        threading.Thread(target=lambda n=n: batcher.score(Job(model, np.ones((n, 3)), None)))  # type: ignore[arg-type, misc]
+        for n in (2, 3)
+    ]
+    calls[0].start()
+    while not model.running:
+        threading.Event().wait(0.001)
+    assert depth() == 0  # the first call's points are being scored, not waiting
+    calls[1].start()
+    while not batcher._queue:
+        threading.Event().wait(0.001)
+    assert depth() == 3
+    for t in calls:
+        t.join(timeout=30)
+    assert depth() == 0 and model.batches == [2, 3]
