@@ -56,16 +56,28 @@ class Calibration(BaseModel):
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
         """Conformal p-values of scores (exact in the stored tail)."""
-        scores = np.asarray(scores, dtype=np.float64)
-        tail = np.asarray(self.tail)
-        n = self.n_scores
-        counts = np.searchsorted(tail, scores, side="right").astype(np.float64)
-        beyond = counts >= len(tail)
-        if beyond.any() and len(tail) < n:
-            grid = np.linspace(0.0, 1.0, len(self.quantiles))
-            frac = np.interp(scores[beyond], np.asarray(self.quantiles), grid)
-            counts[beyond] = np.maximum(len(tail), np.round(frac * n))
-        return (1.0 + counts) / (n + 1.0)
+        return conformal_p_values(
+            np.asarray(scores, dtype=np.float64),
+            np.asarray(self.tail, dtype=np.float64),
+            np.asarray(self.quantiles, dtype=np.float64),
+            self.n_scores,
+        )
+
+
+def conformal_p_values(
+    scores: np.ndarray, tail: np.ndarray, quantiles: np.ndarray, n: int
+) -> np.ndarray:
+    """(1 + #calibration scores <= s) / (n + 1): counted exactly in `tail` (the lowest
+    scores, ascending), interpolated on the even `quantiles` grid beyond it."""
+    counts = np.searchsorted(tail, scores, side="right")
+    n_tail = len(tail)
+    if n_tail < n:
+        beyond = counts >= n_tail
+        if beyond.any():
+            grid = np.linspace(0.0, 1.0, len(quantiles))
+            frac = np.interp(scores[beyond], quantiles, grid)
+            counts[beyond] = np.maximum(n_tail, np.round(frac * n))
+    return (counts + 1.0) / (n + 1.0)
 
 
 def min_scores_for(fpr: float) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from density.artifact import Artifact
-from density.calibration import Calibration
+from density.calibration import Calibration, conformal_p_values
 from density.model import DensityModel
 from service.convert import NORMAL, PointEncoder
 from service.errors import DeadlineExceededError, ResourceExhaustedError
@@ -89,9 +89,7 @@ class StreamModel:
         self._metric_order = [levels.index(lv) for lv in calibration.levels]
         self._tail = np.asarray(calibration.tail, dtype=np.float64)
         self._quantiles = np.asarray(calibration.quantiles, dtype=np.float64)
-        self._grid = np.linspace(0.0, 1.0, len(self._quantiles))
         self._n_scores = calibration.n_scores
-        self._tail_is_all = len(self._tail) >= self._n_scores
 
     def forward(self, x: np.ndarray, terms: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Encoded (n, D) -> log p (n,) and, if asked, per-feature terms (n, D); float64."""
@@ -117,15 +115,8 @@ class StreamModel:
         return self.level_names[(crossed * self._level_ids).max(axis=0)]
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
-        """Calibration.p_values with the tail and quantiles kept as arrays."""
-        counts = np.searchsorted(self._tail, scores, side="right")
-        n, n_tail = self._n_scores, len(self._tail)
-        if not self._tail_is_all:
-            beyond = counts >= n_tail
-            if beyond.any():
-                frac = np.interp(scores[beyond], self._quantiles, self._grid)
-                counts[beyond] = np.maximum(n_tail, np.round(frac * n))
-        return (counts + 1.0) / (n + 1.0)
+        """Calibration.p_values with the tail and quantiles already arrays."""
+        return conformal_p_values(scores, self._tail, self._quantiles, self._n_scores)
 
     def score(self, x: np.ndarray, terms: bool = True) -> Scores:
         """Score encoded points (with per-feature terms if asked) and record the metrics."""
