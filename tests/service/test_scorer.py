@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ def _encoded(model: StreamModel, n: int, seed: int) -> np.ndarray:
     return model.schema.encode(numbers, strings)
 
 
+def _until(condition: Callable[[], object]) -> None:
+    """Spin (1 ms steps) until another thread makes `condition()` true."""
+    while not condition():
+        threading.Event().wait(0.001)
+
+
 def test_terms_are_computed_only_when_asked(hosts: tuple[StreamModel, ServiceMetrics]) -> None:
     model, _ = hosts
     x = _encoded(model, 9, seed=1)
@@ -53,8 +60,7 @@ def test_a_coalesced_batch_gets_terms_if_any_request_asks(
             target=lambda: results.setdefault("first", batcher.score(Job(model, first, None)))
         )
         leader.start()
-        while not batcher._queue:  # the leader has queued and now waits for `late`
-            threading.Event().wait(0.001)
+        _until(lambda: batcher._queue)  # the leader has queued and now waits for `late`
         results["second"] = batcher.score(Job(model, second, None, explain=True), late)
     leader.join(timeout=30)
     a, b = results["first"], results["second"]
@@ -126,18 +132,22 @@ def test_every_job_gets_its_own_scores_under_concurrent_leaders(concurrency: int
     assert metrics.registry.get_sample_value("densitywatch_queue_depth") == 0
 
 
+def _one_leader(metrics: ServiceMetrics) -> Batcher:
+    """A batcher whose second caller must queue behind the first's forward pass."""
+    return Batcher(
+        metrics, enabled=True, max_points=100, max_delay_s=0.0, queue_limit=100, concurrency=1
+    )
+
+
 def test_a_follower_past_its_deadline_leaves_the_queue() -> None:
     model = _SlowModel(delay_s=0.3)
     metrics = ServiceMetrics(max_streams=4)
-    batcher = Batcher(
-        metrics, enabled=True, max_points=100, max_delay_s=0.0, queue_limit=100, concurrency=1
-    )
+    batcher = _one_leader(metrics)
     slow = threading.Thread(
         target=lambda: batcher.score(Job(model, np.ones((2, 3)), None))  # type: ignore[arg-type]
     )
     slow.start()
-    while not model.running:
-        threading.Event().wait(0.001)
+    _until(lambda: model.running)
     late = Job(model, np.ones((1, 3)), time.monotonic() + 0.05)  # type: ignore[arg-type]
     with pytest.raises(DeadlineExceededError):
         batcher.score(late)
@@ -176,9 +186,7 @@ def test_a_model_that_cannot_be_traced_is_served_eagerly(
 def test_queue_depth_counts_points_waiting_behind_a_forward_pass() -> None:
     model = _SlowModel(delay_s=0.3)
     metrics = ServiceMetrics(max_streams=4)
-    batcher = Batcher(
-        metrics, enabled=True, max_points=100, max_delay_s=0.0, queue_limit=100, concurrency=1
-    )
+    batcher = _one_leader(metrics)
 
     def depth() -> float | None:
         return metrics.registry.get_sample_value("densitywatch_queue_depth")
@@ -188,12 +196,10 @@ def test_queue_depth_counts_points_waiting_behind_a_forward_pass() -> None:
         for n in (2, 3)
     ]
     calls[0].start()
-    while not model.running:
-        threading.Event().wait(0.001)
+    _until(lambda: model.running)
     assert depth() == 0  # the first call's points are being scored, not waiting
     calls[1].start()
-    while not batcher._queue:
-        threading.Event().wait(0.001)
+    _until(lambda: batcher._queue)
     assert depth() == 3
     for t in calls:
         t.join(timeout=30)
