@@ -50,8 +50,14 @@ class ArtifactCorruptError(ArtifactError):
 class TrainingInfo(BaseModel):
     """How the model was fitted, and on what."""
 
-    train_nll: float = Field(description="Mean negative log-likelihood (nats/point), training.")
-    val_nll: float = Field(description="Mean negative log-likelihood (nats/point), validation.")
+    train_nll: float = Field(
+        description="Mean negative log-likelihood (nats/point) on the rows the final model was "
+        "fitted on (training split, plus the validation split after a refit)."
+    )
+    val_nll: float = Field(
+        description="Mean negative log-likelihood (nats/point) of the selected candidate on "
+        "the validation split, which it never trained on (measured before any refit)."
+    )
     n_train: int
     n_val: int
     n_dropped_missing: int = 0
@@ -64,6 +70,11 @@ class TrainingInfo(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     candidates: list[dict[str, Any]] = Field(
         default_factory=list, description="Capacity candidates tried and their validation NLL."
+    )
+    refit_epochs: int | None = Field(
+        default=None,
+        description="Epochs of the final retraining of the selected capacity on training + "
+        "validation splits; None: the selected candidate itself is the model.",
     )
 
 

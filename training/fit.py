@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,11 @@ class FitConfig(BaseModel):
     capacities: list[Capacity] | None = None
     final_orderings: int | None = Field(
         default=None, description="Ensemble size of the final model; None: the candidate's."
+    )
+    refit: bool = Field(
+        default=True,
+        description="After selection, retrain the chosen capacity on train + validation for "
+        "its best epoch count (as the GMM peer and scikit-learn's searches refit).",
     )
     show_progress: bool = True
 
@@ -119,6 +124,7 @@ class FitResult:
     n_train: int
     n_val: int
     candidates: list[dict[str, float | int]] = field(default_factory=list)
+    refit_epochs: int | None = None  # None: the selected candidate itself is the model
 
     def training_info(self, data_fingerprint: str, seed: int, **extra: Any) -> TrainingInfo:
         """The manifest's record of this fit; `extra` sets TrainingInfo's optional fields."""
@@ -132,6 +138,7 @@ class FitResult:
             seed=seed,
             data_fingerprint=data_fingerprint,
             candidates=[dict(c) for c in self.candidates],
+            refit_epochs=self.refit_epochs,
             **extra,
         )
 
@@ -172,39 +179,90 @@ def _train_one(
     capacity: Capacity,
     config: FitConfig,
     progress: Callable[[int, float], None],
-) -> tuple[float, int]:
-    """Train in place with early stopping; restores the best state. Returns (val NLL, epochs)."""
+) -> tuple[float, int, int]:
+    """Train in place with early stopping; restores the best state.
+
+    Returns (best validation NLL, epochs run, epoch of the best state)."""
+    schedule = _Schedule.of(len(train), config)
+    best, best_state, stale, epoch, best_epoch = (
+        math.inf,
+        copy.deepcopy(model.state_dict()),
+        0,
+        0,
+        0,
+    )
+    for epoch, _ in enumerate(_epochs(model, train, capacity, config, schedule), start=1):
+        val_nll = mean_nll(model, val)
+        progress(epoch, val_nll)
+        if val_nll < best - 1e-4:
+            best, best_state, stale, best_epoch = (
+                val_nll,
+                copy.deepcopy(model.state_dict()),
+                0,
+                epoch,
+            )
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return best, epoch, max(best_epoch, 1)
+
+
+def _refit(
+    model: DensityModel,
+    data: torch.Tensor,
+    capacity: Capacity,
+    config: FitConfig,
+    schedule: _Schedule,
+    epochs: int,
+) -> None:
+    """Train a fresh model on train + validation for the selected candidate's best epoch
+    count, on the candidate's learning-rate schedule (no held-out data left to stop on)."""
+    for epoch, _ in enumerate(_epochs(model, data, capacity, config, schedule), start=1):
+        if epoch >= epochs:
+            break
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    batch: int
+    max_epochs: int
+
+    @classmethod
+    def of(cls, n_train: int, config: FitConfig) -> _Schedule:
+        batch = config.batch_size or default_batch_size(n_train)
+        steps_per_epoch = max(1, math.ceil(n_train / batch))
+        max_steps = config.max_steps or default_max_steps(n_train, batch)
+        return cls(batch, min(config.max_epochs, max(1, max_steps // steps_per_epoch)))
+
+
+def _epochs(
+    model: DensityModel,
+    data: torch.Tensor,
+    capacity: Capacity,
+    config: FitConfig,
+    schedule: _Schedule,
+) -> Iterator[None]:
+    """Mini-batch AdamW with a cosine schedule; yields after each epoch (up to max_epochs)."""
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=capacity.weight_decay
     )
-    batch = config.batch_size or default_batch_size(len(train))
-    steps_per_epoch = max(1, math.ceil(len(train) / batch))
-    max_steps = config.max_steps or default_max_steps(len(train), batch)
-    max_epochs = min(config.max_epochs, max(1, max_steps // steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max_epochs)
-    best, best_state, stale, epoch = math.inf, copy.deepcopy(model.state_dict()), 0, 0
-    for epoch in range(1, max_epochs + 1):
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=schedule.max_epochs)
+    batch = schedule.batch
+    for _ in range(schedule.max_epochs):
         model.train()
-        perm = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), batch):
-            xb = train[perm[start : start + batch]]
+        perm = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data), batch):
+            xb = data[perm[start : start + batch]]
             loss = -model.member_terms(xb).sum(dim=-1).mean()  # members trained independently
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             optimiser.step()
         scheduler.step()
-        val_nll = mean_nll(model, val)
-        progress(epoch, val_nll)
-        if val_nll < best - 1e-4:
-            best, best_state, stale = val_nll, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    return best, epoch
+        yield None
 
 
 def fit(
@@ -227,10 +285,13 @@ def fit(
         capacities = [
             c.model_copy(update={"n_orderings": config.final_orderings}) for c in capacities
         ]
-    results: list[tuple[float, int, Capacity, DensityModel]] = []
+    results: list[tuple[float, int, int, Capacity, DensityModel]] = []
     candidates: list[dict[str, float | int]] = []
     with tqdm(
-        total=len(capacities), desc=description, unit="cand", disable=not config.show_progress
+        total=len(capacities) + config.refit,
+        desc=description,
+        unit="fit",
+        disable=not config.show_progress,
     ) as bar:
         for capacity in capacities:
             model = DensityModel(schema, capacity.architecture(), seed=config.seed).to(device)
@@ -238,20 +299,29 @@ def fit(
             def progress(epoch: int, val_nll: float, width: int = capacity.hidden_width) -> None:
                 bar.set_postfix(width=width, epoch=epoch, val_nll=f"{val_nll:.3f}")
 
-            val_nll, epochs = _train_one(model, train, val, capacity, config, progress)
+            val_nll, epochs, best_epoch = _train_one(model, train, val, capacity, config, progress)
             candidates.append({**capacity.model_dump(), "val_nll": val_nll, "epochs": epochs})
-            results.append((val_nll, epochs, capacity, model))
+            results.append((val_nll, epochs, best_epoch, capacity, model))
             bar.update(1)
-    val_nll, epochs, capacity, model = min(results, key=lambda r: r[0])
+        val_nll, epochs, best_epoch, capacity, model = min(results, key=lambda r: r[0])
+        refit_epochs, fitted_on = None, train
+        if config.refit:
+            bar.set_postfix(width=capacity.hidden_width, refit_epochs=best_epoch)
+            model = DensityModel(schema, capacity.architecture(), seed=config.seed).to(device)
+            fitted_on, refit_epochs = torch.cat([train, val]), best_epoch
+            schedule = _Schedule.of(len(train), config)
+            _refit(model, fitted_on, capacity, config, schedule, best_epoch)
+            bar.update(1)
     model = model.cpu().eval()
     return FitResult(
         model=model,
         capacity=capacity,
-        train_nll=mean_nll(model, train.cpu()),
+        train_nll=mean_nll(model, fitted_on.cpu()),
         val_nll=val_nll,
         epochs=epochs,
         duration_s=time.perf_counter() - start,
         n_train=len(train),
         n_val=len(val),
         candidates=candidates,
+        refit_epochs=refit_epochs,
     )

@@ -101,6 +101,8 @@ def test_train_writes_a_loadable_artifact_with_a_complete_manifest(
     assert info.val_nll == pytest.approx(min(c["val_nll"] for c in info.candidates))
     assert f"{info.val_nll:.3f}" == line.group(1) and f"{info.train_nll:.3f}" == line.group(2)
     assert info.epochs >= 1 and info.duration_s > 0
+    assert info.hyperparameters["fit"]["refit"] is True
+    assert info.refit_epochs is not None and 1 <= info.refit_epochs <= info.epochs
 
     # the fingerprint is of exactly the encoded training records
     table, _, _ = drop_missing(read_table(tmp_path / "data" / "hosts.csv", ["cpu", "mem", "os"]))
@@ -108,9 +110,14 @@ def test_train_writes_a_loadable_artifact_with_a_complete_manifest(
     assert info.data_fingerprint == fingerprint(x)
     log_p = log_prob_numpy(artifact.model, x)
     assert np.isfinite(log_p).all()
-    assert -log_p.mean() == pytest.approx(
-        (info.train_nll * info.n_train + info.val_nll * info.n_val) / 228, rel=1e-3
-    )
+    # after the refit, train_nll is over every row the model was fitted on: all 228
+    assert -log_p.mean() == pytest.approx(info.train_nll, rel=1e-3)
+
+
+def test_no_refit_keeps_the_selected_candidate(hosts_config: Path, tmp_path: Path) -> None:
+    assert main(["train", "--config", str(hosts_config), "--no-refit", *FAST]) == 0
+    info = ArtifactStore(tmp_path / "store").load("hosts").manifest.training
+    assert info.hyperparameters["fit"]["refit"] is False and info.refit_epochs is None
 
 
 def test_training_again_adds_a_version_and_json_summary(

@@ -53,6 +53,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     max_steps: int | None = None
+    refit: bool = True
     quiet: bool = False
 
 
@@ -178,6 +179,12 @@ def register(subparsers: Any) -> None:
         "--max-steps", type=int, metavar="N", help="cap on gradient steps per capacity candidate"
     )
     parser.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="keep the selected candidate as trained on the training split, instead of "
+        "retraining it on training + validation (faster, uses less data)",
+    )
+    parser.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or notes")
@@ -253,7 +260,10 @@ def train_stream(
     x = encode_table(schema, table)
     del table
     fit_config = FitConfig(
-        seed=options.seed, device=options.device, show_progress=not options.quiet
+        seed=options.seed,
+        device=options.device,
+        refit=options.refit,
+        show_progress=not options.quiet,
     )
     if options.max_steps is not None:
         fit_config = fit_config.model_copy(update={"max_steps": options.max_steps})
@@ -289,7 +299,11 @@ def _resolve(args: argparse.Namespace) -> tuple[StreamsConfig, list[str], TrainO
     config = load_config(args.config)
     names = select_streams(config, args.stream, shard)
     options = TrainOptions(
-        seed=args.seed, device=args.device, max_steps=args.max_steps, quiet=args.quiet
+        seed=args.seed,
+        device=args.device,
+        max_steps=args.max_steps,
+        refit=not args.no_refit,
+        quiet=args.quiet,
     )
     return config, names, options
 
