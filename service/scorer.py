@@ -263,6 +263,9 @@ class Batcher:
                 self._lead(job)
             else:
                 self._wait(job)
+        if job.lead:  # promoted, but another leader scored it before it woke
+            with self._cond:
+                self._resign(job)
         return job.outcome()
 
     def _admit(self, job: Job) -> None:
@@ -312,13 +315,18 @@ class Batcher:
         finally:
             with self._cond:
                 if job.taken or job.settled:
-                    job.lead = False
-                    successor = next((j for j in self._queue if not j.lead), None)
-                    if successor is not None:
-                        successor.lead = True
-                        successor.event.set()
-                    else:
-                        self._leaders -= 1
+                    self._resign(job)
+
+    def _resign(self, job: Job) -> None:
+        """Give up `job`'s leadership slot (lock held): to the oldest queued job that has
+        none, or back to the pool. Every slot taken is given up exactly once."""
+        job.lead = False
+        successor = next((j for j in self._queue if not j.lead), None)
+        if successor is not None:
+            successor.lead = True
+            successor.event.set()
+        else:
+            self._leaders -= 1
 
     def _take_batch(self) -> list[Job]:
         with self._cond:

@@ -132,6 +132,76 @@ def test_every_job_gets_its_own_scores_under_concurrent_leaders(concurrency: int
     assert metrics.registry.get_sample_value("densitywatch_queue_depth") == 0
 
 
+class _GatedModel(_SlowModel):
+    """Its first `gated` passes block until `gate` is set; later passes return at once."""
+
+    def __init__(self, gated: int) -> None:
+        super().__init__(delay_s=0.0)
+        self.gate = threading.Event()
+        self.gated = gated
+
+    def score(self, x: np.ndarray, terms: bool = True) -> Scores:
+        with self.lock:
+            wait = len(self.batches) < self.gated
+        if wait:
+            with self.lock:
+                self.running += 1
+            self.gate.wait(30)
+            with self.lock:
+                self.running -= 1
+        return super().score(x, terms)
+
+
+class _LateWake(threading.Event):
+    """An event whose waiter, once woken, sleeps `late_s` more: a thread the OS is slow to
+    schedule, which widens a race window from microseconds to a deterministic gap."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__()
+        self.late_s = late_s
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        if woken:
+            time.sleep(self.late_s)
+        return woken
+
+
+def test_a_promoted_job_scored_by_another_leader_gives_its_slot_back() -> None:
+    """Two leaders finish and promote the queued c and d; c wakes first and scores c and d
+    together, so d wakes settled but holding a slot. Without giving it back the stream
+    would run with one leader fewer from then on."""
+    model = _GatedModel(gated=2)
+    batcher = Batcher(
+        ServiceMetrics(max_streams=4),
+        enabled=True,
+        max_points=2,
+        max_delay_s=0.0,
+        queue_limit=100,
+        concurrency=2,
+    )
+    threads: list[threading.Thread] = []
+
+    def call(late_s: float) -> None:
+        job = Job(model, np.ones((1, 3)), None, event=_LateWake(late_s))  # type: ignore[arg-type]
+        thread = threading.Thread(target=batcher.score, args=(job,))
+        threads.append(thread)
+        thread.start()
+
+    call(0.0)
+    call(0.0)
+    _until(lambda: model.running == 2)  # a and b lead, blocked in their passes
+    for i, late_s in enumerate([0.05, 0.3, 0.0]):  # c, d, e queue in this order
+        call(late_s)
+        _until(lambda i=i: len(batcher._queue) == i + 1)
+    model.gate.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert model.batches == [1, 1, 2, 1]  # a, b, then c with d, then e
+    assert batcher._leaders == 0 and not batcher._queue and batcher._queued == 0
+
+
 def _one_leader(metrics: ServiceMetrics) -> Batcher:
     """A batcher whose second caller must queue behind the first's forward pass."""
     return Batcher(
