@@ -1,9 +1,10 @@
 """Assembles the gRPC server: servicer, health, reflection, interceptor, metrics endpoint.
 
-Why the sync `grpc.server` with a ThreadPoolExecutor rather than grpc.aio: scoring is
-CPU-bound torch work that releases the GIL inside kernels, so a thread per call is the
-natural unit; the leader/follower batcher coalesces concurrent calls without an event
-loop or thread hand-off, and health, reflection and interceptors are mature in the sync API.
+Why the sync `grpc.server` with a thread pool (a LIFO one, `service.executor`) rather than
+grpc.aio: scoring is CPU-bound torch work that releases the GIL inside kernels, so a thread
+per call is the natural unit; the leader/follower batcher coalesces concurrent calls without
+an event loop or thread hand-off, and health, reflection and interceptors are mature in the
+sync API.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -31,6 +31,7 @@ from service.auth import (
     server_credentials,
 )
 from service.errors import ErrorInterceptor
+from service.executor import LifoThreadPoolExecutor, for_grpc
 from service.metrics import ServiceMetrics
 from service.registry import Registry, StreamStatus
 from service.servicer import DensityWatchServicer
@@ -87,13 +88,15 @@ class DensityWatchServer:
         elif s.auth_token_hashes_file is not None:
             raise AccessConfigError(f"{s.auth_token_hashes_file}: no token hashes")
         server = grpc.server(
-            ThreadPoolExecutor(
-                max_workers=s.thread_pool_size,
-                thread_name_prefix="grpc",
-                # The thread count is per thread (OpenMP): a handler thread that never sets
-                # it runs its forward passes with the machine's default.
-                initializer=torch.set_num_threads,
-                initargs=(s.torch_threads,),
+            for_grpc(
+                LifoThreadPoolExecutor(  # see service.executor: keeps handler threads warm
+                    max_workers=s.thread_pool_size,
+                    thread_name_prefix="grpc",
+                    # The thread count is per thread (OpenMP): a handler thread that never
+                    # sets it runs its forward passes with the machine's default.
+                    initializer=torch.set_num_threads,
+                    initargs=(s.torch_threads,),
+                )
             ),
             interceptors=interceptors,
             options=options,

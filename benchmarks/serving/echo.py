@@ -1,16 +1,17 @@
 """A bare gRPC echo server with the same message shapes as Score (the serving baseline):
-same sync server, same thread pool, answers a one-point ScoreResponse without any work."""
+same sync server, same thread pool (`service.executor.LifoThreadPoolExecutor`), answers a
+one-point ScoreResponse without any work."""
 
 from __future__ import annotations
 
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from protos.densitywatch.v1 import densitywatch_pb2 as pb
 from protos.densitywatch.v1 import densitywatch_pb2_grpc as pb_grpc
+from service.executor import LifoThreadPoolExecutor, for_grpc
 
 
 class Echo(pb_grpc.DensityWatchServicer):
@@ -28,7 +29,7 @@ class Echo(pb_grpc.DensityWatchServicer):
 
 def main() -> None:
     port, threads = int(sys.argv[1]), int(sys.argv[2])
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads))
+    server = grpc.server(for_grpc(LifoThreadPoolExecutor(max_workers=threads)))
     pb_grpc.add_DensityWatchServicer_to_server(Echo(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
