@@ -184,23 +184,14 @@ def _train_one(
 
     Returns (best validation NLL, epochs run, epoch of the best state)."""
     schedule = _Schedule.of(len(train), config)
-    best, best_state, stale, epoch, best_epoch = (
-        math.inf,
-        copy.deepcopy(model.state_dict()),
-        0,
-        0,
-        0,
-    )
+    best, best_epoch, stale, epoch = math.inf, 0, 0, 0
+    best_state = copy.deepcopy(model.state_dict())
     for epoch, _ in enumerate(_epochs(model, train, capacity, config, schedule), start=1):
         val_nll = mean_nll(model, val)
         progress(epoch, val_nll)
         if val_nll < best - 1e-4:
-            best, best_state, stale, best_epoch = (
-                val_nll,
-                copy.deepcopy(model.state_dict()),
-                0,
-                epoch,
-            )
+            best, best_epoch, stale = val_nll, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
             if stale >= config.patience:
@@ -226,6 +217,8 @@ def _refit(
 
 @dataclass(frozen=True)
 class _Schedule:
+    """Batch size and epoch budget of a candidate, from its training split's size."""
+
     batch: int
     max_epochs: int
 
