@@ -11,11 +11,14 @@ recently idle thread keeps the set of threads in use as small as the load.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any, cast
+
+log = logging.getLogger(__name__)
 
 _WorkItem = tuple[futures.Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -86,7 +89,12 @@ class LifoThreadPoolExecutor(futures.Executor):
 
     def _work(self, worker: _Worker, item: _WorkItem | None) -> None:
         if self._initializer is not None:
-            self._initializer(*self._initargs)
+            try:
+                self._initializer(*self._initargs)
+            except Exception:  # a per-thread setting failed: serve anyway, loudly
+                log.exception(
+                    "thread pool initializer failed in %s", threading.current_thread().name
+                )
         while item is not None:
             future, fn, args, kwargs = item
             if future.set_running_or_notify_cancel():

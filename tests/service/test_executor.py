@@ -38,6 +38,15 @@ def test_results_exceptions_and_the_initializer_reach_their_callers() -> None:
     assert inits == [7] * pool.threads_started
 
 
+def test_a_failing_initializer_is_logged_and_the_call_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = LifoThreadPoolExecutor(1, initializer=lambda: 1 / 0)
+    assert pool.submit(lambda: "ran").result(timeout=30) == "ran"
+    pool.shutdown()
+    assert "initializer failed" in caplog.text
+
+
 def test_the_most_recently_idle_thread_takes_the_next_call() -> None:
     """After a burst of 8 concurrent calls, sequential calls all run on one thread instead
     of rotating through the 8 (ThreadPoolExecutor wakes the one idle longest)."""
