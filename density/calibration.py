@@ -64,17 +64,29 @@ class Calibration(BaseModel):
         )
 
 
+def quantile_grid(n_quantiles: int) -> np.ndarray:
+    """The probability of each stored quantile: an even grid over [0, 1]."""
+    return np.linspace(0.0, 1.0, n_quantiles)
+
+
 def conformal_p_values(
-    scores: np.ndarray, tail: np.ndarray, quantiles: np.ndarray, n: int
+    scores: np.ndarray,
+    tail: np.ndarray,
+    quantiles: np.ndarray,
+    n: int,
+    grid: np.ndarray | None = None,
 ) -> np.ndarray:
     """(1 + #calibration scores <= s) / (n + 1): counted exactly in `tail` (the lowest
-    scores, ascending), interpolated on the even `quantiles` grid beyond it."""
+    scores, ascending), interpolated on the even `quantiles` grid beyond it.
+
+    `grid`: `quantile_grid(len(quantiles))`, for callers that keep it rather than rebuild it
+    per call."""
     counts = np.searchsorted(tail, scores, side="right")
     n_tail = len(tail)
     if n_tail < n:
         beyond = counts >= n_tail
         if beyond.any():
-            grid = np.linspace(0.0, 1.0, len(quantiles))
+            grid = quantile_grid(len(quantiles)) if grid is None else grid
             frac = np.interp(scores[beyond], quantiles, grid)
             counts[beyond] = np.maximum(n_tail, np.round(frac * n))
     return (counts + 1.0) / (n + 1.0)
@@ -122,7 +134,7 @@ def calibrate(
             )
         k = conformal_rank(fpr, n)
         out.append(Level(name=name, target_fpr=fpr, threshold=float(s[k - 1]), rank=k))
-    quantiles = np.quantile(s, np.linspace(0.0, 1.0, QUANTILE_GRID)) if n else np.empty(0)
+    quantiles = np.quantile(s, quantile_grid(QUANTILE_GRID)) if n else np.empty(0)
     return Calibration(
         levels=out,
         n_scores=n,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from density.artifact import Artifact
-from density.calibration import Calibration, conformal_p_values
+from density.calibration import Calibration, conformal_p_values, quantile_grid
 from density.model import DensityModel
 from service.convert import NORMAL, PointEncoder
 from service.errors import DeadlineExceededError, ResourceExhaustedError
@@ -89,6 +89,7 @@ class StreamModel:
         self._metric_order = [levels.index(lv) for lv in calibration.levels]
         self._tail = np.asarray(calibration.tail, dtype=np.float64)
         self._quantiles = np.asarray(calibration.quantiles, dtype=np.float64)
+        self._grid = quantile_grid(len(self._quantiles))
         self._n_scores = calibration.n_scores
 
     def forward(self, x: np.ndarray, terms: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,8 +116,10 @@ class StreamModel:
         return self.level_names[(crossed * self._level_ids).max(axis=0)]
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
-        """Calibration.p_values with the tail and quantiles already arrays."""
-        return conformal_p_values(scores, self._tail, self._quantiles, self._n_scores)
+        """Calibration.p_values with the tail, quantiles and their grid already arrays."""
+        return conformal_p_values(
+            scores, self._tail, self._quantiles, self._n_scores, grid=self._grid
+        )
 
     def score(self, x: np.ndarray, terms: bool = True) -> Scores:
         """Score encoded points (with per-feature terms if asked) and record the metrics."""
