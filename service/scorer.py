@@ -261,14 +261,13 @@ class Batcher:
                 self._leaders += 1
                 job.lead = True
             self._cond.notify_all()
-        while not job.settled:
+        # A job leaves only settled and without a slot: one promoted, but scored by another
+        # leader before it woke, still leads one batch and then resigns its slot.
+        while job.lead or not job.settled:
             if job.lead:
                 self._lead(job)
             else:
                 self._wait(job)
-        if job.lead:  # promoted, but another leader scored it before it woke
-            with self._cond:
-                self._resign(job)
         return job.outcome()
 
     def _admit(self, job: Job) -> None:
