@@ -14,6 +14,8 @@ interpolated, accurate to about 1/grid).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -90,6 +92,37 @@ def conformal_p_values(
             frac = np.interp(scores[beyond], quantiles, grid)
             counts[beyond] = np.maximum(n_tail, np.round(frac * n))
     return (counts + 1.0) / (n + 1.0)
+
+
+def conformal_p_value(
+    score: float,
+    tail: Sequence[float],
+    quantiles: Sequence[float],
+    n: int,
+    grid: Sequence[float],
+) -> float:
+    """`conformal_p_values` of one score in plain Python floats, equal bit for bit (the
+    service scores single points: there each numpy call costs more than its arithmetic).
+
+    `tail`, `quantiles` ascending; `grid`: `quantile_grid(len(quantiles))` as a list."""
+    count = bisect_right(tail, score)
+    n_tail = len(tail)
+    if n_tail < n and count >= n_tail:
+        count = max(n_tail, round(_interp(score, quantiles, grid) * n))
+    return (count + 1.0) / (n + 1.0)
+
+
+def _interp(x: float, xp: Sequence[float], fp: Sequence[float]) -> float:
+    """np.interp at one point (same clamping at the ends, same slope arithmetic)."""
+    if x >= xp[-1]:
+        return fp[-1]
+    j = bisect_right(xp, x) - 1
+    if j < 0:
+        return fp[0]
+    if xp[j] == x:
+        return fp[j]
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    return slope * (x - xp[j]) + fp[j]
 
 
 def min_scores_for(fpr: float) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ class _VectorHistogram:
 
     def __init__(self, bounds: np.ndarray) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64)
+        self._bounds = self.bounds.tolist()
         self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last: +Inf
         self.total = 0.0
         self.lock = threading.Lock()
@@ -54,6 +56,13 @@ class _VectorHistogram:
         with self.lock:
             self.counts += binned
             self.total += total
+
+    def observe(self, value: float) -> None:
+        """`observe_many` of one value, without numpy calls (the single-point hot path)."""
+        idx = bisect_left(self._bounds, value)
+        with self.lock:
+            self.counts[idx] += 1
+            self.total += value
 
 
 class LogProbHistograms(Collector):
@@ -117,6 +126,14 @@ class StreamMetrics:
             if count:
                 counter.inc(count)
         self.log_prob.observe_many(log_p)
+
+    def record_one(self, log_p: float, crossed: Sequence[bool]) -> None:
+        """`record_batch` of one point: `crossed` per level, in the calibration's order."""
+        self.points.inc()
+        for counter, hit in zip(self.outliers, crossed, strict=True):
+            if hit:
+                counter.inc()
+        self.log_prob.observe(log_p)
 
 
 INVALID_REASONS = ("width", "non_finite", "type", "count")

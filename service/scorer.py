@@ -17,15 +17,19 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from density.artifact import Artifact
-from density.calibration import Calibration, conformal_p_values, quantile_grid
+from density.calibration import (
+    Calibration,
+    conformal_p_value,
+    conformal_p_values,
+    quantile_grid,
+)
 from density.model import DensityModel
 from service.convert import NORMAL, PointEncoder
 from service.errors import DeadlineExceededError, ResourceExhaustedError
@@ -91,6 +95,11 @@ class StreamModel:
         self._quantiles = np.asarray(calibration.quantiles, dtype=np.float64)
         self._grid = quantile_grid(len(self._quantiles))
         self._n_scores = calibration.n_scores
+        # The same, as Python floats, for `_assess_one`.
+        self._threshold_list = self._thresholds[:, 0].tolist()
+        self._tail_list = self._tail.tolist()
+        self._quantile_list = self._quantiles.tolist()
+        self._grid_list = self._grid.tolist()
 
     def forward(self, x: np.ndarray, terms: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Encoded (n, D) -> log p (n,) and, if asked, per-feature terms (n, D); float64."""
@@ -123,11 +132,30 @@ class StreamModel:
 
     def score(self, x: np.ndarray, terms: bool = True) -> Scores:
         """Score encoded points (with per-feature terms if asked) and record the metrics."""
-        log_p, feature_terms = self.forward(x, terms)
+        return self.assess(*self.forward(x, terms))
+
+    def assess(self, log_p: np.ndarray, feature_terms: np.ndarray | None = None) -> Scores:
+        """Levels and p-values of computed log p (n,); records the metrics."""
+        if len(log_p) == 1:
+            return self._assess_one(log_p, feature_terms)
         crossed = self.crossed(log_p)
         counts = crossed.sum(axis=1).tolist()
         self.metrics.record_batch(log_p, [counts[i] for i in self._metric_order])
         return Scores(self, log_p, self.p_values(log_p), self.levels_of(crossed), feature_terms)
+
+    def _assess_one(self, log_p: np.ndarray, feature_terms: np.ndarray | None) -> Scores:
+        """`assess` of one point in Python floats: the same levels, p-value and metrics,
+        without the dozen numpy calls that would cost more than the forward pass."""
+        value = float(log_p[0])
+        crossed = [value < t for t in self._threshold_list]
+        self.metrics.record_one(value, [crossed[i] for i in self._metric_order])
+        level = max((i + 1 for i, hit in enumerate(crossed) if hit), default=0)
+        p_value = conformal_p_value(
+            value, self._tail_list, self._quantile_list, self._n_scores, self._grid_list
+        )
+        return Scores(
+            self, log_p, np.array([p_value]), self.level_names[level : level + 1], feature_terms
+        )
 
 
 @dataclass
@@ -158,7 +186,8 @@ class Job:
     x: np.ndarray
     deadline: float | None  # time.monotonic() value, None: no deadline
     explain: bool = False  # wants per-feature terms
-    event: threading.Event = field(default_factory=threading.Event)
+    # Created by the first wait: a lone caller leads its own batch and never waits.
+    event: threading.Event | None = None
     lead: bool = False  # holds one of the batcher's `concurrency` leadership slots
     taken: bool = False  # in a batch being scored
     result: Scores | None = None
@@ -182,7 +211,12 @@ class Job:
         """Called with the batcher's lock held (a waiter clears the event under it)."""
         if not self.settled:  # a waiter may already have given up on its deadline
             self.result, self.error = result, error
-        self.event.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the job's waiter, if it has one (lock held: `_wait` creates the event under it)."""
+        if self.event is not None:
+            self.event.set()
 
     def outcome(self) -> Scores:
         if self.error is not None:
@@ -191,9 +225,23 @@ class Job:
         return self.result
 
 
-@dataclass
 class Arrival:
-    done: bool = False
+    """A request being decoded (`Batcher.arriving`); leaving the `with` block clears the mark
+    unless `Batcher.score` already has."""
+
+    __slots__ = ("_batcher", "done")
+
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+        self.done = False
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.done:
+            with self._batcher._cond:
+                self._batcher._arrived(self)
 
 
 def _expired_error() -> DeadlineExceededError:
@@ -226,20 +274,13 @@ class Batcher:
         self._arriving = 0
         metrics.track_queue(lambda: self._queued)
 
-    @contextmanager
-    def arriving(self) -> Iterator[Arrival]:
-        """Mark a request as being decoded, so a leader may wait briefly for it to join.
-
-        The mark is cleared atomically with queueing (`score(job, arrival)`), or on exit."""
-        arrival = Arrival()
+    def arriving(self) -> Arrival:
+        """Mark a request as being decoded, so a leader may wait briefly for it to join; use
+        as `with batcher.arriving() as arrival:`. The mark is cleared atomically with queueing
+        (`score(job, arrival)`), or when the block exits."""
         with self._cond:
             self._arriving += 1
-        try:
-            yield arrival
-        finally:
-            if not arrival.done:
-                with self._cond:
-                    self._arrived(arrival)
+        return Arrival(self)
 
     def _arrived(self, arrival: Arrival | None) -> None:
         if arrival is not None and not arrival.done:
@@ -296,10 +337,16 @@ class Batcher:
 
     def _wait(self, job: Job) -> None:
         """Follower: wait for a result, a promotion, or the deadline."""
-        remaining = job.remaining()
-        job.event.wait(None if remaining is None else max(remaining, 0.0))
         with self._cond:
-            job.event.clear()  # finish() and promotion set it under the lock: nothing is lost
+            if job.lead or job.settled:
+                return
+            if job.event is None:
+                job.event = threading.Event()
+            event = job.event
+        remaining = job.remaining()
+        event.wait(None if remaining is None else max(remaining, 0.0))
+        with self._cond:
+            event.clear()  # finish() and promotion set it under the lock: nothing is lost
             if job.lead or job.settled or not job.expired():
                 return
             if not job.taken:  # timed out while still queued: leave the queue
@@ -326,7 +373,7 @@ class Batcher:
         successor = next((j for j in self._queue if not j.lead), None)
         if successor is not None:
             successor.lead = True
-            successor.event.set()
+            successor.wake()
         else:
             self._leaders -= 1
 
@@ -357,16 +404,22 @@ class Batcher:
 
     def _run(self, batch: list[Job]) -> None:
         try:
-            xs = [job.x for job in batch]
-            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            if len(batch) == 1:
+                x, explain = batch[0].x, batch[0].explain
+            else:
+                x = np.concatenate([job.x for job in batch])
+                explain = any(job.explain for job in batch)
             self._metrics.batch_size.observe(len(x))
-            scores = batch[0].model.score(x, terms=any(job.explain for job in batch))
+            scores = batch[0].model.score(x, terms=explain)
         except Exception as exc:  # every waiter gets the error; the interceptor maps it
             with self._cond:
                 for job in batch:
                     job.finish(error=exc)
             return
         with self._cond:
+            if len(batch) == 1:  # the common case of a lone caller: no slicing
+                batch[0].finish(result=scores)
+                return
             start = 0
             for job in batch:
                 job.finish(result=scores.slice(start, start + job.n))

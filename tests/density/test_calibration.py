@@ -14,8 +14,11 @@ from density.calibration import (
     Calibration,
     CalibrationError,
     calibrate,
+    conformal_p_value,
+    conformal_p_values,
     conformal_rank,
     min_scores_for,
+    quantile_grid,
 )
 
 # Scores with many ties (small integers) or spread-out floats.
@@ -82,6 +85,29 @@ def test_p_values_exact_in_tail_and_close_in_bulk(
     # Bulk: interpolated on the quantile grid; off by at most one grid step (plus rounding).
     bound = 1.0 / (QUANTILE_GRID - 1) + 2.0 / (n + 1)
     assert np.all(np.abs(got - expected) <= bound + 1e-12), np.max(np.abs(got - expected))
+
+
+@settings(max_examples=80)
+@given(
+    scores=scores_st,
+    tail=st.integers(0, 40),
+    queries=st.lists(st.floats(-2e6, 2e6), max_size=20),
+)
+def test_the_one_point_p_value_equals_the_vectorised_one_bit_for_bit(
+    scores: list[float], tail: int, queries: list[float]
+) -> None:
+    """The service's single-point path (plain Python floats) against the numpy one, at the
+    stored values themselves (ties, grid knots), between them and beyond both ends."""
+    cal = calibrate(np.asarray(scores), {"lax": 0.5}, tail_size=tail)
+    t, q = np.asarray(cal.tail), np.asarray(cal.quantiles)
+    points = np.concatenate([t, q, np.asarray(queries), (q[1:] + q[:-1]) / 2, q[:1] - 1])
+    grid = quantile_grid(len(q))
+    vectorised = conformal_p_values(points, t, q, cal.n_scores, grid=grid)
+    one = [
+        conformal_p_value(v, t.tolist(), q.tolist(), cal.n_scores, grid.tolist())
+        for v in points.tolist()
+    ]
+    np.testing.assert_array_equal(np.asarray(one), vectorised)
 
 
 @given(fpr=st.floats(1e-5, 0.9))

@@ -23,7 +23,7 @@ from service_support import (
 
 from densitywatch.client import Client
 from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from service.convert import PointEncoder
+from service.convert import SMALL_DECODE, PointEncoder
 from service.errors import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -163,7 +163,8 @@ values = st.one_of(finite, st.just(float("nan")), st.just(float("inf")))
 
 @settings(max_examples=150, deadline=None)
 @given(
-    n=st.integers(0, 6),
+    # Up to 75 numbers: both sides of SMALL_DECODE (64), Python floats and numpy.
+    n=st.integers(0, 25),
     extra_numbers=st.integers(-3, 3),
     extra_strings=st.integers(-2, 2),
     data=st.data(),
@@ -199,6 +200,14 @@ def test_decode_then_encode_agrees_with_schema(
     assert well_formed and np.isfinite(decoded).all()
     rows = [[s] for s in flat]
     np.testing.assert_array_equal(ENCODER.encode(decoded, flat), SCHEMA.encode(decoded, rows))
+
+
+@pytest.mark.parametrize("n", [1, SMALL_DECODE // 3 + 1])
+def test_finite_values_whose_sum_overflows_are_accepted(n: int) -> None:
+    numbers = np.tile([1.5e308, 1.5e308, 1.0], (n, 1))
+    points = pb.Points(numbers=numbers.ravel().tolist(), strings=["linux"] * n, count=n)
+    decoded, _ = ENCODER.decode_points(points, "hosts", 1000)
+    np.testing.assert_array_equal(decoded, numbers)
 
 
 @settings(max_examples=100, deadline=None)

@@ -73,6 +73,48 @@ def test_a_coalesced_batch_gets_terms_if_any_request_asks(
     assert batches == 1  # the two requests shared one forward pass
 
 
+def _bookkeeping(metrics: ServiceMetrics) -> dict[str, float]:
+    """The scoring metrics' samples (points, outliers, the log p histogram)."""
+    return {
+        f"{s.name}{sorted(s.labels.items())}": s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if family.name
+        in ("densitywatch_points_scored", "densitywatch_outliers", "densitywatch_log_prob")
+    }
+
+
+def test_one_point_is_assessed_like_a_point_of_a_batch(
+    built_store: tuple[Path, dict[str, Any]],
+) -> None:
+    """The single-point path (Python floats) gives the batch path's p-values, levels and
+    metrics, at the thresholds and calibration scores themselves and between them."""
+    artifact = built_store[1]["hosts"]
+    calibration = artifact.manifest.calibration
+    assert calibration is not None
+    cal = np.asarray([*calibration.tail, *calibration.quantiles])
+    thresholds = np.asarray([lv.threshold for lv in calibration.levels])
+    models = []
+    for _ in range(2):
+        metrics = ServiceMetrics(max_streams=4)
+        stream = metrics.bind("hosts", artifact.version, calibration)
+        models.append((StreamModel(artifact, stream, trace=False), metrics))
+    (batch_model, batch_metrics), (one_model, one_metrics) = models
+    buckets = stream.log_prob.bounds  # a value on a bucket bound counts in that bucket (le)
+    log_p = np.concatenate(
+        [thresholds, np.nextafter(thresholds, -np.inf), cal, cal - 1e-9, buckets, [-1e9, 1e3]]
+    )
+    batch = batch_model.assess(log_p)
+    ones = [one_model.assess(log_p[i : i + 1]) for i in range(len(log_p))]
+    np.testing.assert_array_equal(np.concatenate([o.p_value for o in ones]), batch.p_value)
+    assert np.concatenate([o.level for o in ones]).tolist() == batch.level.tolist()
+    assert {"warning", "critical", "normal"} <= set(batch.level.tolist())
+    got, expected = _bookkeeping(one_metrics), _bookkeeping(batch_metrics)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():  # the sum of log p is added in a different order
+        assert got[key] == pytest.approx(value, rel=1e-12), key
+
+
 class _SlowModel:
     """Stands in for a StreamModel: log p = row sums, and records overlapping passes."""
 
