@@ -40,12 +40,14 @@ def log_prob_buckets(calibration: Calibration) -> np.ndarray:
 
 
 class _VectorHistogram:
-    """One histogram child: bucket counts kept in numpy, updated per batch."""
+    """One histogram child: bucket counts kept in numpy, updated per batch (single points
+    are counted in a Python list beside them: no numpy call per point)."""
 
     def __init__(self, bounds: np.ndarray) -> None:
         self.bounds = np.asarray(bounds, dtype=np.float64)
         self._bounds = self.bounds.tolist()
         self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last: +Inf
+        self.single_counts = [0] * len(self.counts)
         self.total = 0.0
         self.lock = threading.Lock()
 
@@ -61,8 +63,15 @@ class _VectorHistogram:
         """`observe_many` of one value, without numpy calls (the single-point hot path)."""
         idx = bisect_left(self._bounds, value)
         with self.lock:
-            self.counts[idx] += 1
+            self.single_counts[idx] += 1
             self.total += value
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """Cumulative bucket counts (the last is +Inf, the count) and the sum."""
+        with self.lock:
+            counts = self.counts + np.asarray(self.single_counts, dtype=np.int64)
+            total = self.total
+        return np.cumsum(counts).tolist(), total
 
 
 class LogProbHistograms(Collector):
@@ -88,9 +97,7 @@ class LogProbHistograms(Collector):
         with self._lock:
             children = dict(self._children)
         for stream, h in sorted(children.items()):
-            with h.lock:
-                cumulative = np.cumsum(h.counts).tolist()
-                total = h.total
+            cumulative, total = h.snapshot()
             buckets = [(_fmt(b), c) for b, c in zip(h.bounds.tolist(), cumulative, strict=False)]
             buckets.append(("+Inf", cumulative[-1]))
             family.add_metric([stream], buckets, None)

@@ -146,7 +146,7 @@ class StreamModel:
     def _assess_one(self, log_p: np.ndarray, feature_terms: np.ndarray | None) -> Scores:
         """`assess` of one point in Python floats: the same levels, p-value and metrics,
         without the dozen numpy calls that would cost more than the forward pass."""
-        value = float(log_p[0])
+        value = log_p.item()
         crossed = [value < t for t in self._threshold_list]
         self.metrics.record_one(value, [crossed[i] for i in self._metric_order])
         level = max((i + 1 for i, hit in enumerate(crossed) if hit), default=0)
@@ -297,11 +297,17 @@ class Batcher:
         with self._cond:
             self._arrived(arrival)
             self._admit(job)
-            self._queue.append(job)
             if self._leaders < self.concurrency:
                 self._leaders += 1
                 job.lead = True
-            self._cond.notify_all()
+                if not self._queue and not self._arriving:  # nothing to batch or wait for
+                    self._release(job.n)
+                    job.taken = True
+            if not job.taken:
+                self._queue.append(job)
+                self._cond.notify_all()
+        if job.taken:  # an idle stream: this job is the batch, as `_take_batch` would find
+            self._lead_alone(job)
         # A job leaves only settled and without a slot: one promoted, but scored by another
         # leader before it woke, still leads one batch and then resigns its slot.
         while job.lead or not job.settled:
@@ -365,6 +371,13 @@ class Batcher:
             with self._cond:
                 if job.taken or job.settled:
                     self._resign(job)
+
+    def _lead_alone(self, job: Job) -> None:
+        try:
+            self._run([job])
+        finally:
+            with self._cond:
+                self._resign(job)
 
     def _resign(self, job: Job) -> None:
         """Give up `job`'s leadership slot (lock held): to the oldest queued job that has

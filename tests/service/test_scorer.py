@@ -137,6 +137,42 @@ class _SlowModel:
         return Scores(self, log_p, log_p, log_p, None)  # type: ignore[arg-type]
 
 
+def test_a_call_on_an_idle_stream_is_its_own_batch_and_frees_its_slot() -> None:
+    """The idle-stream path (no queue, no arrival to wait for) scores the job at once and
+    leaves the batcher as it found it; a call arriving meanwhile queues behind it."""
+    model = _GatedModel(gated=1)
+    metrics = ServiceMetrics(max_streams=4)
+    batcher = Batcher(
+        metrics, enabled=True, max_points=100, max_delay_s=0.5, queue_limit=100, concurrency=1
+    )
+    first, second = np.ones((2, 3)), np.full((3, 3), 2.0)
+    results: dict[str, np.ndarray] = {}
+    lone = threading.Thread(
+        target=lambda: results.setdefault(
+            "first",
+            batcher.score(Job(model, first, None)).log_p,  # type: ignore[arg-type]
+        )
+    )
+    lone.start()
+    _until(lambda: model.running == 1)
+    assert not batcher._queue and batcher._leaders == 1  # scoring without having queued
+    behind = threading.Thread(
+        target=lambda: results.setdefault(
+            "second",
+            batcher.score(Job(model, second, None)).log_p,  # type: ignore[arg-type]
+        )
+    )
+    behind.start()
+    _until(lambda: batcher._queue)  # the slot is taken: the second call waits its turn
+    model.gate.set()
+    lone.join(timeout=30)
+    behind.join(timeout=30)
+    np.testing.assert_array_equal(results["first"], first.sum(axis=1))
+    np.testing.assert_array_equal(results["second"], second.sum(axis=1))
+    assert model.batches == [2, 3]
+    assert batcher._leaders == 0 and not batcher._queue and batcher._queued == 0
+
+
 @pytest.mark.parametrize("concurrency", [1, 2, 3])
 def test_every_job_gets_its_own_scores_under_concurrent_leaders(concurrency: int) -> None:
     """Many callers, batches capped below their sum (a leader's own job can miss its batch):
