@@ -38,7 +38,9 @@ from service.metrics import ServiceMetrics, StreamMetrics
 log = logging.getLogger(__name__)
 
 
-def traced_log_p(model: DensityModel) -> Callable[[torch.Tensor], torch.Tensor]:
+def traced_log_p(
+    model: DensityModel, name: str = "the model"
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The folded model's log p (`DensityModel.forward`) as a frozen TorchScript trace, else
     the model itself.
 
@@ -46,8 +48,9 @@ def traced_log_p(model: DensityModel) -> Callable[[torch.Tensor], torch.Tensor]:
     operation (about 55), which is what lets concurrent forward passes and the gRPC threads
     share the cores. It is the same graph of the same kernels: the trace is used only if its
     output equals the eager module's bit for bit at two batch sizes; otherwise (or if
-    tracing fails) the eager module serves, with a warning. `torch.jit.trace` is deprecated
-    upstream (torch 2.13 still ships it; `DENSITYWATCH_TRACE_MODELS=false` turns it off).
+    tracing fails) the eager module serves, with a warning naming `name`. `torch.jit.trace`
+    is deprecated upstream (torch 2.13 still ships it; `DENSITYWATCH_TRACE_MODELS=false`
+    turns it off).
     """
     probe = model.sample(9, torch.Generator().manual_seed(0))
     try:
@@ -59,10 +62,10 @@ def traced_log_p(model: DensityModel) -> Callable[[torch.Tensor], torch.Tensor]:
             with torch.inference_mode():
                 same = all(torch.equal(traced(p), model(p)) for p in (probe[:1], probe))
     except Exception as e:  # a model that cannot be traced is still served, eagerly
-        log.warning("serving %s eagerly: tracing failed: %s", model.schema.names, e)
+        log.warning("serving %s eagerly: tracing failed: %s", name, e)
         return model
     if not same:
-        log.warning("serving eagerly: the traced model's log p differs from the eager one")
+        log.warning("serving %s eagerly: its trace's log p differs from the eager one", name)
         return model
     return traced  # type: ignore[no-any-return]
 
@@ -82,7 +85,8 @@ class StreamModel:
         self.encoder = PointEncoder(self.schema)
         self.feature_names = self.schema.names
         self.model = artifact.model.fold()
-        self.log_p = traced_log_p(self.model) if trace else self.model
+        name = f"stream {self.stream!r} version {self.version}"
+        self.log_p = traced_log_p(self.model, name) if trace else self.model
         self.metrics = metrics
         # Least severe first: level i + 1 of `level_names` is row i of `crossed`.
         levels = sorted(calibration.levels, key=lambda lv: -lv.target_fpr)

@@ -317,7 +317,9 @@ def test_the_traced_model_scores_bit_for_bit_like_the_eager_one(
 
 
 def test_a_model_that_cannot_be_traced_is_served_eagerly(
-    hosts: tuple[StreamModel, ServiceMetrics], monkeypatch: pytest.MonkeyPatch
+    hosts: tuple[StreamModel, ServiceMetrics],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     model, _ = hosts
 
@@ -325,8 +327,12 @@ def test_a_model_that_cannot_be_traced_is_served_eagerly(
         raise RuntimeError("cannot trace")
 
     monkeypatch.setattr(torch.jit, "trace", fail)
-    fresh = StreamModel(model.artifact, model.metrics)
+    with caplog.at_level("WARNING", logger="service.scorer"):
+        fresh = StreamModel(model.artifact, model.metrics)
     assert fresh.log_p is fresh.model
+    assert f"stream 'hosts' version {model.version} eagerly: tracing failed: cannot trace" in (
+        caplog.text
+    )
     x = _encoded(model, 5, seed=0)
     np.testing.assert_array_equal(fresh.forward(x, False)[0], model.forward(x, False)[0])
 
