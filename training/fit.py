@@ -290,7 +290,10 @@ def fit(
             model = DensityModel(schema, capacity.architecture(), seed=config.seed).to(device)
 
             def progress(epoch: int, val_nll: float, width: int = capacity.hidden_width) -> None:
-                bar.set_postfix(width=width, epoch=epoch, val_nll=f"{val_nll:.3f}")
+                # Redrawn at most every `mininterval`, not per epoch: a forced redraw per
+                # epoch writes a line per epoch to a log that is not a terminal.
+                bar.set_postfix(width=width, epoch=epoch, val_nll=f"{val_nll:.3f}", refresh=False)
+                bar.update(0)
 
             val_nll, epochs, best_epoch = _train_one(model, train, val, capacity, config, progress)
             candidates.append({**capacity.model_dump(), "val_nll": val_nll, "epochs": epochs})
@@ -299,7 +302,7 @@ def fit(
         val_nll, epochs, best_epoch, capacity, model = min(results, key=lambda r: r[0])
         refit_epochs, fitted_on = None, train
         if config.refit:
-            bar.set_postfix(width=capacity.hidden_width, refit_epochs=best_epoch)
+            bar.set_postfix(width=capacity.hidden_width, refit_epochs=best_epoch, refresh=False)
             model = DensityModel(schema, capacity.architecture(), seed=config.seed).to(device)
             fitted_on, refit_epochs = torch.cat([train, val]), best_epoch
             schedule = _Schedule.of(len(train), config)

@@ -175,6 +175,23 @@ def test_fit_is_reproducible_for_a_seed() -> None:
     assert not np.array_equal(log_prob_numpy(a.model, x[:100]), log_prob_numpy(c.model, x[:100]))
 
 
+def test_progress_is_redrawn_by_time_not_per_epoch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Output that is not a terminal (a Job's log) gets a line per redraw: epochs must not
+    force one each. With redraws allowed once an hour, only the bar's start and end print."""
+    from functools import partial
+
+    import training.fit as fit_module
+
+    monkeypatch.setattr(fit_module, "tqdm", partial(fit_module.tqdm, mininterval=3600))
+    x = np.random.default_rng(5).multivariate_normal(MEAN, COV, 600)
+    result = fit(infer_schema_from_matrix(x), x, _config(max_steps=300, show_progress=True))
+    redraws = capsys.readouterr().err.count("\r")
+    epochs = result.epochs + (result.refit_epochs or 0)
+    assert epochs >= 20 and redraws <= 3, (epochs, redraws)
+
+
 def test_refit_trains_the_final_model_on_the_validation_rows_too() -> None:
     """A cluster holds 12% of the training split but 19% of all rows (half the validation
     split): the model's sampled mass there follows the rows it was trained on, so the
