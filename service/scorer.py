@@ -173,6 +173,10 @@ class Scores:
     terms: np.ndarray | None  # None: no request in the batch asked for explanations
 
     def slice(self, start: int, stop: int) -> Scores:
+        """Points start to stop; the scores themselves when that is all of them (a lone
+        caller's batch: no copies)."""
+        if start == 0 and stop == len(self.log_p):
+            return self
         return Scores(
             self.model,
             self.log_p[start:stop],
@@ -311,7 +315,7 @@ class Batcher:
                 self._queue.append(job)
                 self._cond.notify_all()
         if job.taken:  # an idle stream: this job is the batch, as `_take_batch` would find
-            self._lead_alone(job)
+            self._lead(job, [job])
         # A job leaves only settled and without a slot: one promoted, but scored by another
         # leader before it woke, still leads one batch and then resigns its slot.
         while job.lead or not job.settled:
@@ -364,24 +368,18 @@ class Batcher:
                 self._release(job.n)
             job.error = _expired_error()
 
-    def _lead(self, job: Job) -> None:
-        """Score one batch from the head of the queue. If `job` itself is still queued, keep
-        leading; otherwise hand leadership to the oldest queued job that has none."""
+    def _lead(self, job: Job, batch: list[Job] | None = None) -> None:
+        """Score one batch (`batch`, else one from the head of the queue). If `job` itself is
+        still queued, keep leading; otherwise hand leadership to the oldest queued job that
+        has none."""
         try:
-            batch = self._take_batch()
+            batch = self._take_batch() if batch is None else batch
             if batch:
                 self._run(batch)
         finally:
             with self._cond:
                 if job.taken or job.settled:
                     self._resign(job)
-
-    def _lead_alone(self, job: Job) -> None:
-        try:
-            self._run([job])
-        finally:
-            with self._cond:
-                self._resign(job)
 
     def _resign(self, job: Job) -> None:
         """Give up `job`'s leadership slot (lock held): to the oldest queued job that has
@@ -421,22 +419,16 @@ class Batcher:
 
     def _run(self, batch: list[Job]) -> None:
         try:
-            if len(batch) == 1:
-                x, explain = batch[0].x, batch[0].explain
-            else:
-                x = np.concatenate([job.x for job in batch])
-                explain = any(job.explain for job in batch)
+            xs = [job.x for job in batch]
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
             self._metrics.batch_size.observe(len(x))
-            scores = batch[0].model.score(x, terms=explain)
+            scores = batch[0].model.score(x, terms=any(job.explain for job in batch))
         except Exception as exc:  # every waiter gets the error; the interceptor maps it
             with self._cond:
                 for job in batch:
                     job.finish(error=exc)
             return
         with self._cond:
-            if len(batch) == 1:  # the common case of a lone caller: no slicing
-                batch[0].finish(result=scores)
-                return
             start = 0
             for job in batch:
                 job.finish(result=scores.slice(start, start + job.n))
