@@ -457,12 +457,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if ds.name in published:
                 results[ds.name]["published"] = published[ds.name]
             results[ds.name]["commit"] = commit
+            results[ds.name]["threads"] = args.threads
             partial = {"config": config, "datasets": results, "per_seed": seeds, "notes": notes}
             atomic_write(partial_path, json.dumps(_clean(partial), indent=1) + "\n")
     finally:
         bar.close()
     ordered = {d.name: results[d.name] for d in datasets}
     notes += _carried_over(ordered, commit)
+    notes += _other_threads(ordered, args.threads)
     summary, published_summary = summarise(ordered, methods, published)
     speed = None
     if "densitywatch" in methods and not args.no_speed:
@@ -485,6 +487,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = _clean(result)
     write_results(NAME, result, markdown(result), out_dir=out)
     return result
+
+
+def _other_threads(results: dict[str, Any], threads: int) -> list[str]:
+    """A note per thread count, other than this run's, that computed carried-over datasets
+    (e.g. shards run side by side with --threads 1, merged and finished with --resume)."""
+    other: dict[int, list[str]] = {}
+    for name, entry in results.items():
+        if entry.get("threads", threads) != threads:
+            other.setdefault(entry["threads"], []).append(name)
+    return [
+        f"Computed with --threads {t} (config.threads is this run's): {', '.join(names)}."
+        for t, names in sorted(other.items())
+    ]
 
 
 def _carried_over(results: dict[str, Any], commit: str) -> list[str]:

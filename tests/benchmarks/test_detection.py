@@ -122,10 +122,14 @@ def test_resume_skips_finished_datasets(data_dir: Path, tmp_path: Path) -> None:
     partial = out / "detection.partial.json"
     doc = json.loads(partial.read_text())
     doc["datasets"]["easy"]["commit"] = "0123abc"
+    assert doc["datasets"]["easy"]["threads"] == 1
+    doc["datasets"]["easy"]["threads"] = 7
     partial.write_text(json.dumps(doc))
     again = _run(data_dir, out, ["knn", "iforest"], "--resume")
     assert again["datasets"]["easy"]["commit"] == "0123abc"
     assert any("from commit 0123abc: easy" in n for n in again["notes"])
+    assert any("--threads 7 (config.threads is this run's): easy." in n for n in again["notes"])
+    assert not any("small.set" in n for n in again["notes"])
     assert "0123abc" in (out / "detection.md").read_text()
     # Without --resume the corrupt file is read and the run fails.
     with pytest.raises(Exception):  # noqa: B017 - numpy raises its own unpickling/format errors
