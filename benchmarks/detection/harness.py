@@ -492,28 +492,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _other_threads(results: dict[str, Any], threads: int) -> list[str]:
     """A note per thread count, other than this run's, that computed carried-over datasets
     (e.g. shards run side by side with --threads 1, merged and finished with --resume)."""
-    other: dict[int, list[str]] = {}
-    for name, entry in results.items():
-        if entry.get("threads", threads) != threads:
-            other.setdefault(entry["threads"], []).append(name)
     return [
         f"Computed with --threads {t} (config.threads is this run's): {', '.join(names)}."
-        for t, names in sorted(other.items())
+        for t, names in _differing(results, "threads", threads, missing=threads).items()
     ]
 
 
 def _carried_over(results: dict[str, Any], commit: str) -> list[str]:
     """A note per earlier commit whose datasets --resume carried into this result."""
-    earlier: dict[str, list[str]] = {}
-    for name, entry in results.items():
-        computed_at = entry.get("commit", "unknown")
-        if computed_at != commit:
-            earlier.setdefault(computed_at, []).append(name)
     return [
         f"Carried over by --resume from commit {c}: {', '.join(names)} "
         "(each dataset's entry records the commit that computed it)."
-        for c, names in sorted(earlier.items())
+        for c, names in _differing(results, "commit", commit, missing="unknown").items()
     ]
+
+
+def _differing(results: dict[str, Any], key: str, current: Any, missing: Any) -> dict[Any, list]:
+    """Dataset names by their entry's `key` (`missing` where absent), for values other than
+    `current`, in sorted order of value."""
+    groups: dict[Any, list[str]] = {}
+    for name, entry in results.items():
+        value = entry.get(key, missing)
+        if value != current:
+            groups.setdefault(value, []).append(name)
+    return dict(sorted(groups.items()))
 
 
 def run_dataset(
