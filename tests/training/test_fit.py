@@ -237,8 +237,8 @@ def test_step_budget_gives_large_streams_enough_epochs_within_a_cap(n_train: int
     if n_train < 2_000:
         assert steps == 2000
     elif n_train < 20_000:
-        assert steps == 1500
-        assert epochs >= 25  # the batch grows with the data below 20k rows
+        assert steps == 3000
+        assert epochs >= 50  # the batch grows with the data below 20k rows
     else:
         assert 1500 <= steps <= 5000
         assert epochs >= 40 or steps == 5000
