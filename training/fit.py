@@ -66,6 +66,17 @@ class FitConfig(BaseModel):
     show_progress: bool = True
 
 
+# Size bands of training rows: the capacity grid and the step budget both follow them.
+SMALL_STREAM_ROWS = 2_000  # below: small
+LARGE_STREAM_ROWS = 20_000  # from here: large; between: medium
+# Gradient steps per candidate (`default_max_steps`).
+SMALL_STREAM_STEPS = 2_000
+MEDIUM_STREAM_STEPS = 3_000
+LARGE_STREAM_EPOCHS = 40
+LARGE_STREAM_MIN_STEPS = 1_500
+LARGE_STREAM_MAX_STEPS = 5_000
+
+
 def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
     """A small grid sized to the data: small streams get small, regularised models.
 
@@ -76,24 +87,17 @@ def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
     units: it beat 128 on validation NLL on all 6 medium ADBench streams probed; with the
     medium step budget (below) the grid's choice beat the old grid's on all 7.
     """
-    if n_train < 2_000:
+    if n_train < SMALL_STREAM_ROWS:
         return [
             Capacity(hidden_width=32, n_components=3, n_orderings=10, weight_decay=1e-3),
             Capacity(hidden_width=96, n_components=5, n_orderings=10, weight_decay=1e-4),
         ]
-    if n_train < 20_000:
+    if n_train < LARGE_STREAM_ROWS:
         return [
             Capacity(hidden_width=64, n_components=5, n_orderings=3, weight_decay=1e-4),
             Capacity(hidden_width=256, n_components=8, n_orderings=3, weight_decay=1e-5),
         ]
     return [Capacity(hidden_width=192, n_components=6, n_orderings=2, weight_decay=1e-6)]
-
-
-STEPS = 1_500  # per candidate, the floor beyond 20k rows (where epochs set the budget)
-MEDIUM_STREAM_STEPS = 3_000
-LARGE_STREAM_ROWS = 20_000
-LARGE_STREAM_EPOCHS = 40
-LARGE_STREAM_MAX_STEPS = 5_000
 
 
 def default_max_steps(n_train: int, batch_size: int) -> int:
@@ -106,12 +110,12 @@ def default_max_steps(n_train: int, batch_size: int) -> int:
     still improving on validation NLL when stopped): large streams get 40 epochs, within
     5 000 steps (about 100 s on one core).
     """
-    if n_train < 2_000:
-        return 2000
+    if n_train < SMALL_STREAM_ROWS:
+        return SMALL_STREAM_STEPS
     if n_train < LARGE_STREAM_ROWS:
         return MEDIUM_STREAM_STEPS
     epochs = LARGE_STREAM_EPOCHS * math.ceil(n_train / batch_size)
-    return min(LARGE_STREAM_MAX_STEPS, max(STEPS, epochs))
+    return min(LARGE_STREAM_MAX_STEPS, max(LARGE_STREAM_MIN_STEPS, epochs))
 
 
 def default_batch_size(n_train: int) -> int:
