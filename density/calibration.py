@@ -89,7 +89,7 @@ def conformal_p_values(
         beyond = counts >= n_tail
         if beyond.any():
             grid = quantile_grid(len(quantiles)) if grid is None else grid
-            frac = np.interp(scores[beyond], quantiles, grid)
+            frac = _interp_many(scores[beyond], quantiles, grid)
             counts[beyond] = np.maximum(n_tail, np.round(frac * n))
     return (counts + 1.0) / (n + 1.0)
 
@@ -112,17 +112,29 @@ def conformal_p_value(
     return (count + 1.0) / (n + 1.0)
 
 
+def _interp_many(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation, clamped at the ends, like np.interp; but as
+    fp[j] + t·(fp[j+1] − fp[j]) with t = (x − xp[j]) / (xp[j+1] − xp[j]) in [0, 1), so that
+    knots closer than 1/float-max (subnormal scores) cannot overflow the slope (np.interp
+    returns inf there)."""
+    j = np.searchsorted(xp, x, side="right") - 1
+    inside = (j >= 0) & (x < xp[-1])
+    out = np.where(j < 0, fp[0], fp[-1]).astype(np.float64)
+    ji = j[inside]
+    t = (x[inside] - xp[ji]) / (xp[ji + 1] - xp[ji])  # xp[j] <= x < xp[j+1]: no zero division
+    out[inside] = t * (fp[ji + 1] - fp[ji]) + fp[ji]
+    return out
+
+
 def _interp(x: float, xp: Sequence[float], fp: Sequence[float]) -> float:
-    """np.interp at one point (same clamping at the ends, same slope arithmetic)."""
+    """`_interp_many` at one point, in plain floats (same clamping, same arithmetic)."""
     if x >= xp[-1]:
         return fp[-1]
     j = bisect_right(xp, x) - 1
     if j < 0:
         return fp[0]
-    if xp[j] == x:
-        return fp[j]
-    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
-    return slope * (x - xp[j]) + fp[j]
+    t = (x - xp[j]) / (xp[j + 1] - xp[j])
+    return t * (fp[j + 1] - fp[j]) + fp[j]
 
 
 def min_scores_for(fpr: float) -> int:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from density.calibration import (
@@ -93,6 +93,7 @@ def test_p_values_exact_in_tail_and_close_in_bulk(
     tail=st.integers(0, 40),
     queries=st.lists(st.floats(-2e6, 2e6), max_size=20),
 )
+@example(scores=[0.0, 2.2250738585e-313], tail=0, queries=[])  # subnormal knot spacing
 def test_the_one_point_p_value_equals_the_vectorised_one_bit_for_bit(
     scores: list[float], tail: int, queries: list[float]
 ) -> None:
@@ -108,6 +109,17 @@ def test_the_one_point_p_value_equals_the_vectorised_one_bit_for_bit(
         for v in points.tolist()
     ]
     np.testing.assert_array_equal(np.asarray(one), vectorised)
+    assert np.all((vectorised > 0) & (vectorised <= 1))
+
+
+def test_p_values_stay_in_range_when_quantiles_are_subnormally_close() -> None:
+    """np.interp's slope overflows to inf between knots 1e-316 apart; ours must not."""
+    tiny = 2.2250738585e-313
+    cal = calibrate(np.array([0.0, tiny]), {"lax": 0.5}, tail_size=0)
+    t, q = np.asarray(cal.tail), np.asarray(cal.quantiles)
+    between = np.array([q[1] / 2, tiny / 3])
+    p = conformal_p_values(between, t, q, cal.n_scores)
+    assert np.all(np.isfinite(p)) and np.all((p > 0) & (p <= 1)), p
 
 
 @given(fpr=st.floats(1e-5, 0.9))
