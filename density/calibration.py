@@ -114,9 +114,8 @@ def conformal_p_value(
 
 def _interp_many(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     """Piecewise-linear interpolation, clamped at the ends, like np.interp; but as
-    fp[j] + t·(fp[j+1] − fp[j]) with t = (x − xp[j]) / (xp[j+1] − xp[j]) in [0, 1), so that
-    knots closer than 1/float-max (subnormal scores) cannot overflow the slope (np.interp
-    returns inf there)."""
+    fp[j] + t·(fp[j+1] − fp[j]) with t = (x − xp[j]) / (xp[j+1] − xp[j]) in [0, 1): knots a
+    subnormal distance apart overflow np.interp's slope (it returns inf there), not t."""
     j = np.searchsorted(xp, x, side="right") - 1
     inside = (j >= 0) & (x < xp[-1])
     out = np.where(j < 0, fp[0], fp[-1]).astype(np.float64)

@@ -112,14 +112,17 @@ def test_the_one_point_p_value_equals_the_vectorised_one_bit_for_bit(
     assert np.all((vectorised > 0) & (vectorised <= 1))
 
 
-def test_p_values_stay_in_range_when_quantiles_are_subnormally_close() -> None:
-    """np.interp's slope overflows to inf between knots 1e-316 apart; ours must not."""
-    tiny = 2.2250738585e-313
-    cal = calibrate(np.array([0.0, tiny]), {"lax": 0.5}, tail_size=0)
-    t, q = np.asarray(cal.tail), np.asarray(cal.quantiles)
-    between = np.array([q[1] / 2, tiny / 3])
-    p = conformal_p_values(between, t, q, cal.n_scores)
-    assert np.all(np.isfinite(p)) and np.all((p > 0) & (p <= 1)), p
+def test_p_values_between_subnormally_close_quantiles_are_interpolated() -> None:
+    """Knots 2e-316 apart: a slope of 0.5 / 2e-316 overflows (np.interp gave inf there)."""
+    knots = [0.0, 2.2250738585e-316, 4.450147717e-316]
+    grid = [0.0, 0.5, 1.0]
+    x = [knots[0] + (knots[1] - knots[0]) * 0.8, knots[1] + (knots[2] - knots[1]) * 0.6]
+    # Fractions 0.4 and 0.8 of n = 10 calibration scores: counts 4 and 8 (no tail).
+    expected = [(4 + 1) / 11, (8 + 1) / 11]
+    vectorised = conformal_p_values(np.asarray(x), np.empty(0), np.asarray(knots), 10)
+    np.testing.assert_allclose(vectorised, expected)
+    one = [conformal_p_value(v, [], knots, 10, grid) for v in x]
+    np.testing.assert_array_equal(np.asarray(one), vectorised)
 
 
 @given(fpr=st.floats(1e-5, 0.9))
