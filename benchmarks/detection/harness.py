@@ -41,10 +41,6 @@ PROTOCOL_NOTES = [
     "to 50000; this run does neither unless --max-rows is given.",
     "PyOD peers run with default parameters (IForest random_state=seed) on inputs standardised "
     "by a StandardScaler fitted on the fit rows, as ADBench does.",
-    "densitywatch: 20% of the fit half is held back as the calibration set; fpr_at_1pct is the "
-    "realised FPR (%) on the test normals at the calibrated 1% threshold, recall_at_1pct the "
-    "fraction (%) of anomalies below it. Both are null when the calibration set is too small "
-    "to support a 1% level (fewer than 99 rows).",
     "gmm: inputs standardised; n_components chosen from {1,2,4,8,16} (at most n/(d+1)) by "
     "likelihood on 20% of the fit half held out, refitted on the whole fit half; full covariance, "
     "reg_covar 1e-6 (raised x10 only if every fit fails); log p corrected by the "
@@ -383,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="subsample each dataset to at most this many rows first "
         "(50000 mimics the published protocol)",
     )
+    p.add_argument(
+        "--calib-fraction",
+        type=float,
+        default=0.2,
+        help="share of the fit half densitywatch holds back to calibrate its 1%% threshold "
+        "(default %(default)s); 0 fits it on the whole fit half, as the peers are, and reports "
+        "no FPR",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--no-speed",
@@ -392,13 +396,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def calibration_note(fraction: float) -> str:
+    if fraction == 0:
+        return (
+            "densitywatch: --calib-fraction 0, fitted on the whole fit half like its peers; no "
+            "calibration set, so fpr_at_1pct and recall_at_1pct are null."
+        )
+    return (
+        f"densitywatch: {fraction:.0%} of the fit half is held back as the calibration set and "
+        "not trained on; fpr_at_1pct is the realised FPR (%) on the test normals at the "
+        "calibrated 1% threshold, recall_at_1pct the fraction (%) of anomalies below it. Both "
+        "are null when the calibration set is too small to support a 1% level (fewer than 99 "
+        "rows)."
+    )
+
+
 def config_of(args: argparse.Namespace, caps: dict[str, int]) -> dict[str, Any]:
     return {
         "methods": list(args.methods),
         "seeds": list(range(args.seeds)),
         "fit_caps": caps,
         "max_rows": args.max_rows,
-        "calib_fraction": 0.2,
+        "calib_fraction": args.calib_fraction,
         "threads": args.threads,
         "data": str(args.data),
     }
@@ -412,13 +431,17 @@ def _same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.seeds < 1:
         raise HarnessError("--seeds must be at least 1")
+    if not 0.0 <= args.calib_fraction <= 0.5:
+        raise HarnessError(f"--calib-fraction must be in [0, 0.5], got {args.calib_fraction}")
     caps = parse_caps(args.fit_cap)
     data = Path(args.data).resolve()
     datasets = select(find_datasets(data), args.datasets)
     published = read_published(data)
     config = config_of(args, caps)
     methods: list[str] = config["methods"]
-    options = MethodOptions(n_jobs=args.threads, fit_caps=caps)
+    options = MethodOptions(
+        n_jobs=args.threads, fit_caps=caps, calib_fraction=config["calib_fraction"]
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     partial_path = out / f"{NAME}{PARTIAL_SUFFIX}"
@@ -435,7 +458,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
     commit = git_commit()
-    notes = list(PROTOCOL_NOTES)
+    notes = [*PROTOCOL_NOTES, calibration_note(config["calib_fraction"])]
     for method, cap in caps.items():
         notes.append(f"{method}: fit on a random subsample of at most {cap} rows of the fit half.")
     if args.max_rows:

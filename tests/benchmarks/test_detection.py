@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.detection.harness import dataset_name, main, make_split
+from benchmarks.detection.harness import _same_protocol, dataset_name, main, make_split
 
 torch.set_num_threads(1)
 
@@ -146,6 +146,39 @@ def test_resume_skips_finished_datasets(data_dir: Path, tmp_path: Path) -> None:
                 "knn",
             ]
         )
+
+
+def test_calib_fraction_zero_fits_densitywatch_on_the_whole_fit_half(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    result = _run(
+        data_dir,
+        out,
+        ["densitywatch", "knn"],
+        "--calib-fraction",
+        "0",
+        "--seeds",
+        "1",
+        "--datasets",
+        "small.set",
+    )
+    entry = result["datasets"]["small.set"]
+    # The same 60 rows as the peer, nothing held back (at 0.2 it would fit on 48).
+    assert entry["densitywatch"]["n_train"] == entry["knn"]["n_train"] == 60
+    assert entry["densitywatch"]["n_calib"] == 0
+    assert result["config"]["calib_fraction"] == 0.0
+    assert any("--calib-fraction 0" in n for n in result["notes"])
+    # Another fraction is another protocol: --resume starts over rather than mixing them.
+    assert not _same_protocol(result["config"], {**result["config"], "calib_fraction": 0.2})
+
+
+@pytest.mark.parametrize("fraction", ["-0.1", "0.6", "nan"])
+def test_calib_fraction_out_of_range_is_rejected(
+    data_dir: Path, fraction: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--data", str(data_dir), "--calib-fraction", fraction, "--no-progress"]) == 2
+    assert "--calib-fraction must be in [0, 0.5]" in capsys.readouterr().err
 
 
 def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
