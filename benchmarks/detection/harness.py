@@ -383,9 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib-fraction",
         type=float,
         default=0.2,
-        help="share of the fit half densitywatch holds back to calibrate its 1%% threshold "
-        "(default %(default)s); 0 fits it on the whole fit half, as the peers are, and reports "
-        "no FPR",
+        help="share of the fit half, in [0, 0.5], densitywatch holds back to calibrate its 1%% "
+        "threshold (default %(default)s); 0 fits it on the whole fit half, as the peers are, "
+        "and reports no FPR",
     )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
