@@ -26,6 +26,11 @@ class DensityWatchRun:
     n_features: int
 
 
+def can_calibrate(n_calib: int) -> bool:
+    """Whether a calibration set of n_calib rows supports the benchmark's 1% level."""
+    return n_calib >= min_scores_for(0.01)
+
+
 def fit_and_score(
     x_fit: np.ndarray, x_calib: np.ndarray, x_test: np.ndarray, seed: int
 ) -> DensityWatchRun:
@@ -37,7 +42,7 @@ def fit_and_score(
     train_time = time.perf_counter() - start
     model = result.model.fold()
     threshold = None
-    if len(x_calib) >= min_scores_for(0.01):
+    if can_calibrate(len(x_calib)):
         scores = log_prob_numpy(model, schema.encode(x_calib))
         threshold = calibrate(scores, {"fpr_1pct": 0.01}).levels[0].threshold
     return DensityWatchRun(

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.detection.harness import _same_protocol, dataset_name, main, make_split
+from benchmarks.detection.harness import (
+    _same_protocol,
+    dataset_name,
+    main,
+    make_split,
+    seed_record,
+)
+from benchmarks.detection.methods import Calibrated, MethodRun, Split
 
 torch.set_num_threads(1)
 
@@ -80,8 +87,10 @@ def test_end_to_end_schema_metrics_and_markdown(data_dir: Path, tmp_path: Path) 
 
     assert all(len(result["per_seed"][n][m]) == 2 for n in result["datasets"] for m in methods)
     easy = result["datasets"]["easy"]
-    # Fit half = 500 normals; densitywatch fits on 80% of it, the rest calibrates.
-    assert easy["knn"]["n_train"] == 500 and easy["densitywatch"]["n_train"] == 400
+    # Fit half = 500 normals: the ranking model fits on all of them, like the peers; the
+    # calibrated second model holds 20% back.
+    assert easy["knn"]["n_train"] == easy["densitywatch"]["n_train"] == 500
+    assert easy["densitywatch"]["n_calib"] == 100
     assert easy["densitywatch"]["test_normals"] == 500 and easy["knn"]["n_features"] == 3
     for m in methods:  # anomalies six standard deviations away: every method separates them
         assert easy[m]["roc_auc"] > 97.0, m
@@ -164,13 +173,38 @@ def test_calib_fraction_zero_fits_densitywatch_on_the_whole_fit_half(
         "small.set",
     )
     entry = result["datasets"]["small.set"]
-    # The same 60 rows as the peer, nothing held back (at 0.2 it would fit on 48).
     assert entry["densitywatch"]["n_train"] == entry["knn"]["n_train"] == 60
-    assert entry["densitywatch"]["n_calib"] == 0
+    assert entry["densitywatch"]["n_calib"] == 0 and entry["densitywatch"]["fpr_at_1pct"] is None
     assert result["config"]["calib_fraction"] == 0.0
     assert any("--calib-fraction 0" in n for n in result["notes"])
     # Another fraction is another protocol: --resume starts over rather than mixing them.
     assert not _same_protocol(result["config"], {**result["config"], "calib_fraction": 0.2})
+    # Nor with a file of protocol version 1, whose densitywatch ranking came from the
+    # calibrated (80%) model: such files have no protocol_version.
+    old = {k: v for k, v in result["config"].items() if k != "protocol_version"}
+    assert _same_protocol(result["config"], dict(result["config"]))
+    assert not _same_protocol(old, result["config"])
+
+
+def test_fpr_is_measured_on_the_calibrated_model_not_the_ranking_model() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1])
+    split = Split(x_fit=np.zeros((8, 1)), x_test=np.zeros((6, 1)), y_test=y, seed=0)
+    ranking_log_p = np.array([0.0, 0.0, 0.0, 0.0, -9.0, -9.0])
+    calibrated_log_p = np.array([-5.0, 0.0, 0.0, 0.0, -9.0, 0.0])
+    run = MethodRun(
+        score=-ranking_log_p,
+        train_time_s=1.0,
+        score_time_s=0.1,
+        n_fit=8,
+        log_p=ranking_log_p,
+        calibrated=Calibrated(test_log_p=calibrated_log_p, threshold_1pct=-1.0),
+        extra={"n_calib": 2},
+    )
+    rec = seed_record(run, split)
+    assert rec["roc_auc"] == 100.0  # ranking: the whole-half model separates perfectly
+    assert rec["fpr_at_1pct"] == 25.0 and rec["recall_at_1pct"] == 50.0  # the calibrated one
+    no_calibration = seed_record(MethodRun(**{**run.__dict__, "calibrated": None}), split)
+    assert "fpr_at_1pct" not in no_calibration and no_calibration["n_calib"] == 2
 
 
 @pytest.mark.parametrize("fraction", ["-0.1", "0.6", "nan"])
