@@ -494,6 +494,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bar.close()
     ordered = {d.name: results[d.name] for d in datasets}
     notes += _carried_over(ordered, commit)
+    notes += _calibration_from_other_runs(ordered)
     notes += _other_threads(ordered, args.threads)
     summary, published_summary = summarise(ordered, methods, published)
     speed = None
@@ -534,6 +535,23 @@ def _carried_over(results: dict[str, Any], commit: str) -> list[str]:
         f"Carried over by --resume from commit {c}: {', '.join(names)} "
         "(each dataset's entry records the commit that computed it)."
         for c, names in _differing(results, "commit", commit, missing="unknown").items()
+    ]
+
+
+def _calibration_from_other_runs(results: dict[str, Any]) -> list[str]:
+    """A note per commit named by a densitywatch entry's `calibration_commit`: its calibration
+    metrics were merged in from another run of the same splits (e.g. a protocol-1 run, whose
+    one model was fitted as this protocol's second, calibrated one)."""
+    groups: dict[str, list[str]] = {}
+    for name, entry in results.items():
+        commit = entry.get("densitywatch", {}).get("calibration_commit")
+        if commit is not None:
+            groups.setdefault(commit, []).append(name)
+    return [
+        f"densitywatch's n_calib, fpr_at_1pct and recall_at_1pct merged from a run of the same "
+        f"splits at commit {c} whose model was fitted, calibrated and scored as this protocol's "
+        f"second model: {', '.join(names)}."
+        for c, names in sorted(groups.items())
     ]
 
 

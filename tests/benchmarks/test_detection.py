@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from benchmarks.detection.harness import (
+    _calibration_from_other_runs,
     _same_protocol,
     dataset_name,
     main,
@@ -139,6 +140,7 @@ def test_resume_skips_finished_datasets(data_dir: Path, tmp_path: Path) -> None:
     assert any("from commit 0123abc: easy" in n for n in again["notes"])
     assert any("--threads 7 (config.threads is this run's): easy." in n for n in again["notes"])
     assert not any("small.set" in n for n in again["notes"])
+    assert not any("merged from" in n for n in again["notes"])
     assert "0123abc" in (out / "detection.md").read_text()
     # Without --resume the corrupt file is read and the run fails.
     with pytest.raises(Exception):  # noqa: B017 - numpy raises its own unpickling/format errors
@@ -205,6 +207,21 @@ def test_fpr_is_measured_on_the_calibrated_model_not_the_ranking_model() -> None
     assert rec["fpr_at_1pct"] == 25.0 and rec["recall_at_1pct"] == 50.0  # the calibrated one
     no_calibration = seed_record(MethodRun(**{**run.__dict__, "calibrated": None}), split)
     assert "fpr_at_1pct" not in no_calibration and no_calibration["n_calib"] == 2
+
+
+def test_calibration_merged_from_another_run_is_named_in_the_notes() -> None:
+    results = {
+        "a": {"densitywatch": {"calibration_commit": "c1"}, "knn": {}},
+        "b": {"knn": {}},
+        "c": {"densitywatch": {"calibration_commit": "c1"}},
+        "d": {"densitywatch": {"calibration_commit": "c0"}},
+        "e": {"densitywatch": {}},
+    }
+    notes = _calibration_from_other_runs(results)
+    assert len(notes) == 2
+    assert "commit c0" in notes[0] and notes[0].endswith(": d.")
+    assert "commit c1" in notes[1] and notes[1].endswith(": a, c.")
+    assert _calibration_from_other_runs({"b": {"knn": {}}}) == []
 
 
 @pytest.mark.parametrize("fraction", ["-0.1", "0.6", "nan"])
