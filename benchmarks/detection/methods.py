@@ -107,7 +107,8 @@ def _calibrated(x_fit: np.ndarray, n_calib: int, split: Split) -> Calibrated:
     result = dw.fit_and_score(
         x_fit=x_fit[n_calib:], x_calib=x_fit[:n_calib], x_test=split.x_test, seed=split.seed
     )
-    assert result.threshold_1pct is not None  # can_calibrate(n_calib) held
+    if result.threshold_1pct is None:  # the caller checked can_calibrate(n_calib)
+        raise RuntimeError(f"{n_calib} calibration rows gave no 1% threshold")
     return Calibrated(
         test_log_p=np.asarray(result.test_log_p, dtype=np.float64),
         threshold_1pct=float(result.threshold_1pct),
