@@ -542,16 +542,12 @@ def _calibration_from_other_runs(results: dict[str, Any]) -> list[str]:
     """A note per commit named by a densitywatch entry's `calibration_commit`: its calibration
     metrics were merged in from another run of the same splits (e.g. a protocol-1 run, whose
     one model was fitted as this protocol's second, calibrated one)."""
-    groups: dict[str, list[str]] = {}
-    for name, entry in results.items():
-        commit = entry.get("densitywatch", {}).get("calibration_commit")
-        if commit is not None:
-            groups.setdefault(commit, []).append(name)
+    entries = {name: entry.get("densitywatch", {}) for name, entry in results.items()}
     return [
         f"densitywatch's n_calib, fpr_at_1pct and recall_at_1pct merged from a run of the same "
         f"splits at commit {c} whose model was fitted, calibrated and scored as this protocol's "
         f"second model: {', '.join(names)}."
-        for c, names in sorted(groups.items())
+        for c, names in _differing(entries, "calibration_commit", None, missing=None).items()
     ]
 
 
