@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,17 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}-dirty" if dirty else head
+
+
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """The shell command `python -m module argv...`, quoted so that it can be pasted back."""
+    return shlex.join(["python", "-m", module, *argv])
+
+
+def commands_markdown(commands: Sequence[str]) -> list[str]:
+    """Markdown lines of a `## Commands` section: the command lines that wrote a result."""
+    intro = "Run from the repository root" + (", in this order:" if len(commands) > 1 else ":")
+    return ["## Commands", "", intro, "", "```sh", *commands, "```"]
 
 
 def write_results(

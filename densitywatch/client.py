@@ -5,7 +5,7 @@
         result = client.score("hosts", numbers)          # numpy (n, number-typed features)
         result = client.score("hosts", [{"cpu": 0.3, "os": "linux"}], explain=True)
 
-Failed calls raise the typed errors of `service.errors` (StreamNotFoundError,
+Failed calls raise the typed errors of `densitywatch.errors` (StreamNotFoundError,
 InvalidArgumentError, ...), all subclasses of DensityWatchError.
 """
 
@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from protos.densitywatch.v1 import densitywatch_pb2_grpc as pb_grpc
-from service.errors import DensityWatchError, InvalidArgumentError, from_rpc_error
+from densitywatch.api.v1 import densitywatch_pb2 as pb
+from densitywatch.api.v1 import densitywatch_pb2_grpc as pb_grpc
+from densitywatch.errors import DensityWatchError, InvalidArgumentError, for_status
 
 __all__ = ["ClassifyResult", "Client", "DensityWatchError", "SampleResult", "ScoreResult"]
 
@@ -329,3 +329,12 @@ def _layout(info: pb.StreamInfo) -> tuple[list[str], list[str]]:
     numbers = [f.name for f in info.features if f.raw_type == "number"]
     strings = [f.name for f in info.features if f.raw_type == "string"]
     return numbers, strings
+
+
+def from_rpc_error(error: grpc.RpcError) -> DensityWatchError:
+    """The typed error for a failed call; its `code` is the call's `grpc.StatusCode`."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    exc = for_status(code.name)(f"{code.name}: {details}")
+    exc.code = code
+    return exc

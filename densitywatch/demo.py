@@ -41,8 +41,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from density.calibration import min_scores_for
 from densitywatch.client import Client, ScoreResult
+from densitywatch.density.calibration import min_scores_for
+from densitywatch.errors import DensityWatchError
 
 # Levels for every demo stream: the calibration hold-outs (100 and 50 records) support them.
 LEVELS = {"warning": 0.05, "critical": 0.02}
@@ -55,7 +56,7 @@ GROUPS = ("normal", "anomalous", "corrupted")
 METRIC_PREFIXES = ("densitywatch_points_scored_total", "densitywatch_outliers_total")
 
 
-class DemoError(RuntimeError):
+class DemoError(DensityWatchError):
     """A demo step failed; the message says which and why."""
 
 
@@ -605,9 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = run_demo(args)
-    except DemoError as e:
+    except DensityWatchError as e:
         print(f"demo failed: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code
     except KeyboardInterrupt:
         print("demo interrupted", file=sys.stderr)
         return 130

@@ -1,5 +1,5 @@
-"""The code's own checks: ruff (lint and format) everywhere and mypy over every package
-(tests are linted, not type-checked: their several conftest.py modules share one name)."""
+"""The code's own checks: ruff (lint and format) everywhere and mypy over the package, the
+benchmarks, the deploy scripts and the tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["density", "training", "service", "densitywatch", "benchmarks", "protos", "deploy"]
+PACKAGES = ["densitywatch", "benchmarks", "deploy", "tests"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

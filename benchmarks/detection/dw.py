@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from density.calibration import calibrate, min_scores_for
-from density.model import log_prob_numpy
-from training.fit import FitConfig, fit
-from training.schema import InferenceOptions, infer_schema_from_matrix
+from densitywatch.density.calibration import calibrate, min_scores_for
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.training.fit import FitConfig, fit
+from densitywatch.training.schema import InferenceOptions, infer_schema_from_matrix
 
 
 @dataclass

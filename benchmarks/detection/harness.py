@@ -3,6 +3,9 @@
 Protocol (as the published table): per dataset and seed, fit on a random 50% of the normal rows,
 test on the other 50% of normals plus all anomalies. Scores are anomaly scores (−log p for the
 density methods); ROC-AUC and PR-AUC are reported in percent, mean ± std over seeds.
+
+A run can be split by dataset (`--shard K/N`, e.g. one shard per machine or core) and the
+shards' results combined (`--merge`) into the document one run of all datasets would write.
 """
 
 from __future__ import annotations
@@ -14,18 +17,28 @@ import math
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
-from benchmarks.common import REPO_ROOT, atomic_write, git_commit, machine_info, write_results
+from benchmarks.common import (
+    REPO_ROOT,
+    atomic_write,
+    command_line,
+    commands_markdown,
+    git_commit,
+    machine_info,
+    write_results,
+)
 from benchmarks.detection.methods import METHODS, MethodOptions, MethodRun, Split, runner
 
 NAME = "detection"
+MODULE = "benchmarks.detection"
 # Version 2: densitywatch's ranking metrics come from a whole-fit-half model and its FPR from a
 # separate calibrated one (version 1 used the calibrated model for both); --resume never mixes.
 PROTOCOL_VERSION = 2
@@ -63,6 +76,41 @@ class HarnessError(Exception):
 class Dataset:
     name: str  # published-table name, e.g. magic.gamma
     path: Path
+
+
+T = TypeVar("T")
+SHARD_PATTERN = re.compile(r"([0-9]+)/([0-9]+)")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the datasets whose position in the sorted selection is
+    `index` modulo `count`."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def name(self) -> str:
+        """Stem of this shard's result files, e.g. `detection-shard-0-of-4`."""
+        return f"{NAME}-shard-{self.index}-of-{self.count}"
+
+    def of(self, items: Sequence[T]) -> list[T]:
+        return [item for i, item in enumerate(items) if i % self.count == self.index]
+
+
+def parse_shard(text: str) -> Shard:
+    """`K/N` with 0 <= K < N (ASCII digits only) as a Shard."""
+    match = SHARD_PATTERN.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    index, count = int(match[1]), int(match[2])
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return Shard(index, count)
 
 
 def dataset_name(path: Path) -> str:
@@ -251,6 +299,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['machine'].get('cpu', '?')} ({result['machine'].get('cpus_available', '?')} "
         "CPUs available). ROC-AUC / PR-AUC in %, mean over seeds.",
         "",
+        *_provenance(result),
         "## Summary",
         "",
         "| method | mean ROC-AUC | mean PR-AUC | mean train s | published mean ROC-AUC |",
@@ -320,6 +369,22 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _provenance(result: dict[str, Any]) -> list[str]:
+    """Which part of the selection a shard's file covers, and the commands behind a file."""
+    lines: list[str] = []
+    shard = result.get("shard")
+    if shard:
+        lines += [
+            f"Shard {shard['index']}/{shard['count']}: {len(result['datasets'])} of the "
+            f"{len(shard['selection'])} selected datasets, the summary over these only; "
+            "`--merge` the result files of all shards for the whole table.",
+            "",
+        ]
+    if result.get("commands"):
+        lines += [*commands_markdown(result["commands"]), ""]
+    return lines
 
 
 def _clean(obj: Any) -> Any:
@@ -395,7 +460,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-speed",
         action="store_true",
-        help="skip the 50 000 x 32 training-time measurement",
+        help="skip the 50 000 x 32 training-time measurement (a --shard other than 0 "
+        "always skips it)",
+    )
+    p.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="K/N",
+        help="run only the datasets at positions K, K+N, K+2N, ... (0-based) of the sorted "
+        "selection and write detection-shard-K-of-N.json and .md (and the .partial.json "
+        "that --resume reads) into --out; only shard 0 measures the training speed; "
+        "combine the result files of all N shards with --merge",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="combine the result files (detection-shard-K-of-N.json) of shards run with the "
+        "same options (every config field, --threads and --data included) at one commit, "
+        "together holding each selected dataset exactly once, into detection.json and .md "
+        "in --out, with the summary recomputed as one unsharded run computes it and "
+        "training_speed from shard 0; takes no other option but --out; exits with status 2 "
+        "and writes nothing when the files do not fit together",
     )
     return p
 
@@ -417,6 +504,16 @@ def calibration_note(fraction: float) -> str:
     )
 
 
+def base_notes(config: dict[str, Any]) -> list[str]:
+    """The notes a configuration's result always carries."""
+    notes = [*PROTOCOL_NOTES, calibration_note(config["calib_fraction"])]
+    for method, cap in config["fit_caps"].items():
+        notes.append(f"{method}: fit on a random subsample of at most {cap} rows of the fit half.")
+    if config["max_rows"]:
+        notes.append(f"Datasets subsampled to at most {config['max_rows']} rows before splitting.")
+    return notes
+
+
 def config_of(args: argparse.Namespace, caps: dict[str, int]) -> dict[str, Any]:
     return {
         "protocol_version": PROTOCOL_VERSION,
@@ -430,19 +527,36 @@ def config_of(args: argparse.Namespace, caps: dict[str, int]) -> dict[str, Any]:
     }
 
 
+PROTOCOL_KEYS = ("protocol_version", "methods", "seeds", "fit_caps", "max_rows", "calib_fraction")
+
+
+def _config_differences(
+    a: dict[str, Any], b: dict[str, Any], keys: Sequence[str] | None = None
+) -> list[str]:
+    """The keys (all of both configs' by default) whose values differ, sorted."""
+    names = sorted(a.keys() | b.keys()) if keys is None else keys
+    return [k for k in names if a.get(k) != b.get(k)]
+
+
 def _same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("protocol_version", "methods", "seeds", "fit_caps", "max_rows", "calib_fraction")
-    return all(a.get(k) == b.get(k) for k in keys)
+    """Whether per-dataset results of configs a and b may share one document (--resume):
+    differences in threads or data location do not change what is measured."""
+    return not _config_differences(a, b, PROTOCOL_KEYS)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Run the benchmark (one shard of it with --shard) and write its result files."""
     if args.seeds < 1:
         raise HarnessError("--seeds must be at least 1")
     if not 0.0 <= args.calib_fraction <= 0.5:
         raise HarnessError(f"--calib-fraction must be in [0, 0.5], got {args.calib_fraction}")
     caps = parse_caps(args.fit_cap)
     data = Path(args.data).resolve()
-    datasets = select(find_datasets(data), args.datasets)
+    selection = select(find_datasets(data), args.datasets)
+    shard: Shard | None = args.shard
+    datasets = shard.of(selection) if shard else selection
+    if not datasets:
+        raise HarnessError(f"--shard {shard} selects no dataset: {len(selection)} selected")
     published = read_published(data)
     config = config_of(args, caps)
     methods: list[str] = config["methods"]
@@ -451,25 +565,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    partial_path = out / f"{NAME}{PARTIAL_SUFFIX}"
-    done: dict[str, Any] = {}
-    done_seeds: dict[str, Any] = {}
-    if args.resume and partial_path.is_file():
-        previous = json.loads(partial_path.read_text())
-        if _same_protocol(previous.get("config", {}), config):
-            done = previous.get("datasets", {})
-            done_seeds = previous.get("per_seed", {})
-        else:
-            print(
-                f"--resume: {partial_path} has another configuration; starting over",
-                file=sys.stderr,
-            )
+    name = shard.name if shard else NAME
+    partial_path = out / f"{name}{PARTIAL_SUFFIX}"
+    done, done_seeds, earlier = _resumed(partial_path, config) if args.resume else ({}, {}, [])
+    commands = [*earlier, command]
     commit = git_commit()
-    notes = [*PROTOCOL_NOTES, calibration_note(config["calib_fraction"])]
-    for method, cap in caps.items():
-        notes.append(f"{method}: fit on a random subsample of at most {cap} rows of the fit half.")
-    if args.max_rows:
-        notes.append(f"Datasets subsampled to at most {args.max_rows} rows before splitting.")
+    notes = base_notes(config)
     todo = [d for d in datasets if d.name not in done]
     bar = tqdm(
         total=len(todo) * args.seeds * len(methods),
@@ -488,36 +589,196 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results[ds.name]["published"] = published[ds.name]
             results[ds.name]["commit"] = commit
             results[ds.name]["threads"] = args.threads
-            partial = {"config": config, "datasets": results, "per_seed": seeds, "notes": notes}
+            partial = {
+                "config": config,
+                "datasets": results,
+                "per_seed": seeds,
+                "notes": notes,
+                "commands": commands,
+            }
             atomic_write(partial_path, json.dumps(_clean(partial), indent=1) + "\n")
     finally:
         bar.close()
-    ordered = {d.name: results[d.name] for d in datasets}
-    notes += _carried_over(ordered, commit)
-    notes += _calibration_from_other_runs(ordered)
-    notes += _other_threads(ordered, args.threads)
-    summary, published_summary = summarise(ordered, methods, published)
     speed = None
-    if "densitywatch" in methods and not args.no_speed:
+    if measures_speed(methods, args.no_speed, shard):
         from benchmarks.detection.dw import training_speed
 
         speed = training_speed()
+    result = assemble(
+        config,
+        {d.name: results[d.name] for d in datasets},
+        {d.name: seeds[d.name] for d in datasets},
+        published,
+        commit=commit,
+        speed=speed,
+        machine=machine_info(),
+        commands=commands,
+    )
+    if shard:
+        selected = [d.name for d in selection]
+        result["shard"] = {"index": shard.index, "count": shard.count, "selection": selected}
+    write_results(name, result, markdown(result), out_dir=out)
+    return result
+
+
+def measures_speed(methods: Sequence[str], no_speed: bool, shard: Shard | None) -> bool:
+    """Whether this run measures training_speed: once per benchmark, so of shards only 0."""
+    return "densitywatch" in methods and not no_speed and (shard is None or shard.index == 0)
+
+
+def _resumed(partial_path: Path, config: dict[str, Any]) -> tuple[dict, dict, list[str]]:
+    """Datasets, per-seed records and commands of the partial file at partial_path when its
+    configuration has config's protocol; nothing otherwise."""
+    if not partial_path.is_file():
+        return {}, {}, []
+    previous = json.loads(partial_path.read_text())
+    if not _same_protocol(previous.get("config", {}), config):
+        print(f"--resume: {partial_path} has another configuration; starting over", file=sys.stderr)
+        return {}, {}, []
+    return (
+        previous.get("datasets", {}),
+        previous.get("per_seed", {}),
+        previous.get("commands", []),
+    )
+
+
+def assemble(
+    config: dict[str, Any],
+    datasets: dict[str, Any],
+    per_seed: dict[str, Any],
+    published: dict[str, dict[str, float]],
+    *,
+    commit: str,
+    speed: dict[str, Any] | None,
+    machine: dict[str, Any],
+    commands: list[str],
+) -> dict[str, Any]:
+    """The result document of per-dataset entries in selection order: summaries and notes
+    computed from the entries, so a merge of shards computes what one run computes."""
+    notes = base_notes(config)
+    notes += _carried_over(datasets, commit)
+    notes += _calibration_from_other_runs(datasets)
+    notes += _other_threads(datasets, config["threads"])
+    summary, published_summary = summarise(datasets, config["methods"], published)
     result = {
         "summary": summary,
-        "datasets": ordered,
+        "datasets": datasets,
         "published_summary": published_summary,
         "training_speed": speed,
-        "machine": machine_info(),
+        "machine": machine,
         "commit": commit,
-        "seeds": args.seeds,
+        "seeds": len(config["seeds"]),
         "config": config,
         "notes": notes,
-        "per_seed": {d.name: seeds[d.name] for d in datasets},
+        "per_seed": per_seed,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commands": commands,
     }
-    result = _clean(result)
+    return _clean(result)
+
+
+SHARD_RESULT_KEYS = ("config", "commit", "datasets", "per_seed", "training_speed", "machine")
+
+
+def read_shard_result(path: Path) -> dict[str, Any]:
+    """The result document a --shard run wrote to path."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"cannot read {path}: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("shard"), dict):
+        raise HarnessError(f"{path} is not a result file of a --shard run (it has no shard record)")
+    absent = [k for k in SHARD_RESULT_KEYS if k not in doc]
+    if absent:
+        raise HarnessError(f"{path} is not a whole shard result (no {', '.join(absent)})")
+    return doc
+
+
+def _check_same_run(path: Path, doc: dict[str, Any], path0: Path, doc0: dict[str, Any]) -> None:
+    """Refuse shards of another configuration, commit or dataset selection than the first."""
+    differ = _config_differences(doc0["config"], doc["config"])
+    if differ:
+        detail = "; ".join(
+            f"{k}: {doc0['config'].get(k)!r} vs {doc['config'].get(k)!r}" for k in differ
+        )
+        raise HarnessError(f"{path0} and {path} are shards of different configurations ({detail})")
+    if doc["commit"] != doc0["commit"]:
+        raise HarnessError(
+            f"{path0} and {path} ran at different commits ({doc0['commit']} vs {doc['commit']}); "
+            "run every shard at one commit"
+        )
+    if doc["shard"]["selection"] != doc0["shard"]["selection"]:
+        raise HarnessError(f"{path0} and {path} are shards of different dataset selections")
+
+
+def _owners(shards: list[tuple[Path, dict[str, Any]]]) -> dict[str, Path]:
+    """The file holding each dataset of the selection; refuses overlaps, gaps and strays."""
+    owner: dict[str, Path] = {}
+    for path, doc in shards:
+        for name in doc["datasets"]:
+            if name in owner:
+                raise HarnessError(f"{owner[name]} and {path} overlap: both hold dataset {name}")
+            owner[name] = path
+    selection: list[str] = shards[0][1]["shard"]["selection"]
+    stray = [n for n in owner if n not in selection]
+    if stray:
+        raise HarnessError(f"{owner[stray[0]]} holds {stray[0]}, not in its shard's selection")
+    missing = [n for n in selection if n not in owner]
+    if missing:
+        raise HarnessError(
+            f"the files miss {len(missing)} of the {len(selection)} selected datasets "
+            f"({', '.join(missing)}); give the result files of every shard"
+        )
+    return {n: owner[n] for n in selection}
+
+
+def merge(paths: list[Path], out: Path, command: str) -> dict[str, Any]:
+    """Combine the result files of the shards of one run into detection.json and .md."""
+    shards = [(path, read_shard_result(path)) for path in paths]
+    for path, doc in shards[1:]:
+        _check_same_run(path, doc, *shards[0])
+    owners = _owners(shards)
+    shards.sort(key=lambda s: (s[1]["shard"]["count"], s[1]["shard"]["index"]))
+    docs = {path: doc for path, doc in shards}
+    datasets = {n: docs[p]["datasets"][n] for n, p in owners.items()}
+    # The shard holding the first dataset is shard 0 (the one measuring training_speed).
+    first = docs[next(iter(owners.values()))]
+    result = assemble(
+        first["config"],
+        datasets,
+        {n: docs[p]["per_seed"][n] for n, p in owners.items()},
+        {n: e["published"] for n, e in datasets.items() if "published" in e},
+        commit=first["commit"],
+        speed=first["training_speed"],
+        machine=first["machine"],
+        commands=[*(c for _, doc in shards for c in doc.get("commands", [])), command],
+    )
+    result["notes"] += _other_machines(shards, first["machine"])
+    result["merged_from"] = [
+        {
+            "file": str(path),
+            "shard": f"{doc['shard']['index']}/{doc['shard']['count']}",
+            "created_at": doc.get("created_at"),
+            "machine": doc["machine"],
+        }
+        for path, doc in shards
+    ]
+    out.mkdir(parents=True, exist_ok=True)
     write_results(NAME, result, markdown(result), out_dir=out)
     return result
+
+
+def _other_machines(
+    shards: list[tuple[Path, dict[str, Any]]], machine: dict[str, Any]
+) -> list[str]:
+    """A note per shard run on another machine than shard 0 (whose machine the result names)."""
+    return [
+        f"Shard {doc['shard']['index']}/{doc['shard']['count']} ran on another machine: "
+        f"{doc['machine'].get('cpu', '?')} ({doc['machine'].get('cpus_available', '?')} CPUs "
+        "available); its times are of that machine."
+        for _, doc in shards
+        if doc["machine"] != machine
+    ]
 
 
 def _other_threads(results: dict[str, Any], threads: int) -> list[str]:
@@ -587,22 +848,52 @@ def run_dataset(
     return entry, per_seed
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+MERGE_OPTIONS = ("merge", "out", "no_progress")
+
+
+def _check_merge_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--merge reads the configuration from the shards' files: refuse options that would
+    suggest otherwise."""
+    given = [
+        "--" + k.replace("_", "-")
+        for k, v in vars(args).items()
+        if k not in MERGE_OPTIONS and v != parser.get_default(k)
+    ]
+    if given:
+        raise HarnessError(
+            f"--merge takes no option but --out (got {', '.join(given)}): the shards' result "
+            "files hold their configuration"
+        )
+
+
+def _run_with_threads(args: argparse.Namespace, command: str) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     if "densitywatch" in args.methods:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+    with threadpool_limits(limits=max(1, args.threads)):
+        return run(args, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = command_line(MODULE, argv)
     try:
-        with threadpool_limits(limits=max(1, args.threads)):
-            result = run(args)
+        if args.merge:
+            _check_merge_options(parser, args)
+            result = merge(args.merge, Path(args.out), command)
+        else:
+            result = _run_with_threads(args, command)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    name = args.shard.name if args.shard else NAME
     out = Path(args.out)
-    print(f"wrote {out / (NAME + '.json')} and {out / (NAME + '.md')}")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
     for m, s in result["summary"].items():
         print(f"  {m:>12}: ROC-AUC {_fmt(s['mean_roc_auc'])}  PR-AUC {_fmt(s['mean_pr_auc'])}")
     return 0

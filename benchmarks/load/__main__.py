@@ -27,12 +27,18 @@ import grpc
 import numpy as np
 import torch
 
-from benchmarks.common import git_commit, machine_info, write_results
-from density.artifact import ArtifactStore, fingerprint
+from benchmarks.common import (
+    command_line,
+    commands_markdown,
+    git_commit,
+    machine_info,
+    write_results,
+)
 from densitywatch.client import Client
-from training.calibrate import calibrate_encoded
-from training.fit import Capacity, FitConfig, fit
-from training.schema import infer_schema_from_matrix
+from densitywatch.density.artifact import ArtifactStore, fingerprint
+from densitywatch.training.calibrate import calibrate_encoded
+from densitywatch.training.fit import Capacity, FitConfig, fit
+from densitywatch.training.schema import infer_schema_from_matrix
 
 STREAMS = ("cpu", "net")
 N_FEATURES = 4
@@ -259,8 +265,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Load test",
         "",
-        f"`python -m benchmarks.load --duration-s {result['duration_s']:.0f} "
-        f"--clients {result['clients']}` (commit `{result['commit']}`, "
+        f"{result['clients']} clients for {result['duration_s']:.0f} s "
+        f"(commit `{result['commit']}`, "
         f"{result['machine']['cpu_count']} CPUs: {result['machine']['cpu']}).",
         "",
         f"- Requests: **{result['requests']}** ({result['valid_requests']} valid, "
@@ -287,10 +293,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {w['start_s']:.0f} | {w['requests']} | {w['errors_on_valid_calls']} | "
             f"{ms['p50']} | {ms['p99']} | {ms['p999']} | {w.get('rss_mb', '')} |"
         )
+    if result.get("command"):
+        lines += ["", *commands_markdown([result["command"]])]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=180.0)
     parser.add_argument("--clients", type=int, default=32)
@@ -356,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_exit_code": exit_code,
         "commit": git_commit(),
         "machine": machine_info(),
+        "command": command_line("benchmarks.load", argv),
     }
     json_path, md_path = write_results("load", result, markdown(result), args.out)
     print(markdown(result))

@@ -5,7 +5,7 @@ default model's raw throughput vs scikit-learn's IsolationForest.
     python -m benchmarks.serving [--seconds 1] [--rounds 9] [--out benchmarks/results]
 
 "Raw forward" is the callable the server scores with: the model's frozen TorchScript trace
-(`service.scorer.traced_log_p`); the eager module is measured beside it.
+(`densitywatch.service.scorer.traced_log_p`); the eager module is measured beside it.
 
 Servers run as subprocesses (`python -m densitywatch serve` with batching on, another with
 it off, and the echo server), the clients in this process, so client and server do not
@@ -32,14 +32,20 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm.auto import tqdm
 
-from benchmarks.common import git_commit, machine_info, write_results
-from density.artifact import ArtifactStore, fingerprint
+from benchmarks.common import (
+    command_line,
+    commands_markdown,
+    git_commit,
+    machine_info,
+    write_results,
+)
+from densitywatch.api.v1 import densitywatch_pb2 as pb
 from densitywatch.client import Client
-from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from service.scorer import traced_log_p
-from training.calibrate import calibrate_encoded
-from training.fit import Capacity, FitConfig, default_capacities, fit
-from training.schema import infer_schema_from_matrix
+from densitywatch.density.artifact import ArtifactStore, fingerprint
+from densitywatch.service.scorer import traced_log_p
+from densitywatch.training.calibrate import calibrate_encoded
+from densitywatch.training.fit import Capacity, FitConfig, default_capacities, fit
+from densitywatch.training.schema import infer_schema_from_matrix
 
 N_FEATURES = 10
 STREAM = "bench"
@@ -246,9 +252,12 @@ def _pooled(rounds: list[dict[str, Any]], latencies: list[np.ndarray]) -> dict[s
     }
 
 
-def run(seconds: float, out: Path | None, rounds: int = ROUNDS) -> dict[str, Any]:
+def run(
+    seconds: float, out: Path | None, rounds: int = ROUNDS, command: str | None = None
+) -> dict[str, Any]:
     """Every measurement once per round, rounds interleaved, so that a slow spell of the
-    machine hits both sides of a ratio; ratios are medians of per-round ratios."""
+    machine hits both sides of a ratio; ratios are medians of per-round ratios. `command`,
+    the command line of the run, is recorded in the result."""
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-"))
     artifact, x = build_store(tmp / "store")
@@ -309,6 +318,8 @@ def run(seconds: float, out: Path | None, rounds: int = ROUNDS) -> dict[str, Any
     results["raw_points_per_s_batch_8192"] = raw_run(model, x, 8192, seconds)["points_per_s"]
     results["iforest_points_per_s"] = iforest_points_per_s(x, seconds)
     summary = summarise(results, per_round)
+    if command is not None:
+        summary["command"] = command
     if out is not None:
         write_results("serving", summary, markdown(summary), out)
     return summary
@@ -429,6 +440,8 @@ def markdown(s: dict[str, Any]) -> str:
         lines.append(f"| {k} | {v:.2f} | {targets.get(k, '')} |")
     lines.append(f"| single_1_client_p99 (ms) | {s['latency_ms']['single_1_client_p99']:.2f} | 5 |")
     lines.append(f"| errors | {s['errors']} | 0 |")
+    if s.get("command"):
+        lines += ["", *commands_markdown([s["command"]])]
     return "\n".join(lines) + "\n"
 
 
@@ -436,7 +449,8 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--seconds", type=float, default=1.0, help="per measurement and round (default 1)"
@@ -445,10 +459,10 @@ def main() -> None:
         "--rounds", type=int, default=ROUNDS, help=f"interleaved rounds (default {ROUNDS})"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds must be >= 1 and --seconds > 0")
-    summary = run(args.seconds, args.out, args.rounds)
+    summary = run(args.seconds, args.out, args.rounds, command_line("benchmarks.serving", argv))
     print(markdown(summary))
 
 

@@ -1,6 +1,6 @@
 """A bare gRPC echo server with the same message shapes as Score (the serving baseline):
-same sync server, same thread pool (`service.executor.LifoThreadPoolExecutor`), answers a
-one-point ScoreResponse without any work."""
+same sync server, same thread pool (`densitywatch.service.executor.LifoThreadPoolExecutor`),
+answers a one-point ScoreResponse without any work."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import threading
 
 import grpc
 
-from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from protos.densitywatch.v1 import densitywatch_pb2_grpc as pb_grpc
-from service.executor import LifoThreadPoolExecutor, for_grpc
+from densitywatch.api.v1 import densitywatch_pb2 as pb
+from densitywatch.api.v1 import densitywatch_pb2_grpc as pb_grpc
+from densitywatch.service.executor import LifoThreadPoolExecutor, for_grpc
 
 
 class Echo(pb_grpc.DensityWatchServicer):

@@ -24,30 +24,6 @@ torch.set_num_threads(1)
 PEER_KEYS = {"roc_auc", "roc_auc_std", "pr_auc", "pr_auc_std", "train_time_s", "n_train"}
 
 
-def _write(path: Path, n_normal: int, n_anomaly: int, d: int, shift: float, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    normal = rng.normal(size=(n_normal, d))
-    anomaly = rng.normal(size=(n_anomaly, d)) + shift
-    x = np.concatenate([normal, anomaly])
-    y = np.concatenate([np.zeros(n_normal, dtype=np.int64), np.ones(n_anomaly, dtype=np.int64)])
-    order = rng.permutation(len(y))
-    np.savez(path, X=x[order], y=y[order])
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    (root / "adbench").mkdir(parents=True)
-    (root / "published").mkdir()
-    # "easy": anomalies far away; enough normals (fit half 500) for a 1% calibration level.
-    _write(root / "adbench" / "1_Easy.npz", 1000, 30, 3, shift=6.0, seed=1)
-    _write(root / "adbench" / "2_small.set.npz", 120, 10, 4, shift=1.5, seed=2)
-    (root / "published" / "semi_supervised_aucroc.csv").write_text(
-        "dataset,KNN,KNN_std,IForest,IForest_std\neasy,99.0,0.1,97.0,0.5\n"
-    )
-    return root
-
-
 def _run(data: Path, out: Path, methods: list[str], *extra: str) -> dict:
     argv = [
         "--data",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from density_support import mixed_schema
 
-from density.schema import Schema
+from densitywatch.density.schema import Schema
+from tests.density.density_support import mixed_schema
 
 torch.set_num_threads(1)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from density.model import ArchitectureSpec, DensityModel
-from density.schema import FeatureKind, FeatureSpec, RawType, Schema
+from densitywatch.density.model import ArchitectureSpec, DensityModel
+from densitywatch.density.schema import FeatureKind, FeatureSpec, RawType, Schema
 
 torch.set_num_threads(1)
 
@@ -56,7 +56,7 @@ def perturb(model: DensityModel, seed: int, bias_scale: float = 0.5) -> DensityM
     (a fresh model's zero biases make the first conditional a plain standard normal)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for layer in model.net.layers:
+        for layer in model.net.masked_layers():
             layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * bias_scale)
     return model.eval()
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from density_support import make_model, mixed_schema, random_encoded
 
-from density.artifact import (
+from densitywatch.density.artifact import (
     MANIFEST,
     WEIGHTS,
     ArtifactCorruptError,
@@ -26,8 +25,9 @@ from density.artifact import (
     load_artifact,
     with_calibration,
 )
-from density.calibration import calibrate
-from density.model import DensityModel
+from densitywatch.density.calibration import calibrate
+from densitywatch.density.model import DensityModel
+from tests.density.density_support import make_model, mixed_schema, random_encoded
 
 torch.set_num_threads(1)
 

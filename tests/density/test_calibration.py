@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from density.calibration import (
+from densitywatch.density.calibration import (
     QUANTILE_GRID,
     Calibration,
     CalibrationError,

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from density_support import continuous, make_model, quick_train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from density.classify import posterior
-from density.model import log_prob_numpy
-from density.schema import Schema
+from densitywatch.density.classify import posterior
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.density.schema import Schema
+from tests.density.density_support import continuous, make_model, quick_train
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.distributions import Categorical, MixtureSameFamily, Normal
 
-from density import conditionals as cond
+from densitywatch.density import conditionals as cond
 
 torch.set_num_threads(1)
 

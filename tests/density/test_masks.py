@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from density.masks import (
+from densitywatch.density.masks import (
     feature_degrees,
     hidden_degrees,
     identity_ordering,

@@ -10,7 +10,16 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from density_support import (
+
+from densitywatch.density.masks import feature_degrees
+from densitywatch.density.model import (
+    ArchitectureSpec,
+    DensityModel,
+    default_orderings,
+    log_prob_numpy,
+)
+from densitywatch.density.schema import FeatureKind, FeatureSpec, Schema
+from tests.density.density_support import (
     continuous,
     integer,
     make_model,
@@ -20,10 +29,6 @@ from density_support import (
     random_encoded,
     string_cat,
 )
-
-from density.masks import feature_degrees
-from density.model import ArchitectureSpec, DensityModel, default_orderings, log_prob_numpy
-from density.schema import FeatureKind, FeatureSpec, Schema
 
 torch.set_num_threads(1)
 
@@ -125,13 +130,13 @@ def test_network_jacobian_respects_degrees_including_one_hot_inputs(
     jac = torch.autograd.functional.jacobian(model.net, h_members)  # (E, n, O, E, n, U)
     n_features = len(schema.features)
     for e in range(orderings):
-        deg = _degrees(model, e)
+        member_deg = _degrees(model, e)
         block = jac[e, :, :, e, :, :].diagonal(dim1=0, dim2=2)  # (O, U, n)
         for i, j in itertools.product(range(n_features), repeat=2):
             rows = [o for o, f in enumerate(out_feat) if f == i]
             cols = [u for u, f in enumerate(in_feat) if f == j]
             sub = block[rows][:, cols]
-            if deg[j] >= deg[i]:
+            if member_deg[j] >= member_deg[i]:
                 assert (sub == 0).all(), (name, e, i, j)
             else:
                 assert (sub != 0).any(), (name, e, i, j)
@@ -408,7 +413,7 @@ def test_samples_follow_the_models_own_density() -> None:
     x, dx = 1.0 + 2.0 * np.sinh(u), 2.0 * np.cosh(u)
     grid = np.stack(np.meshgrid(x, np.arange(3.0), indexing="ij"), -1).reshape(-1, 2)
     p = _density(model, grid).reshape(len(x), 3) * dx[:, None]
-    p_c = np.trapezoid(p, u, axis=0)
+    p_c = np.asarray(np.trapezoid(p, u, axis=0))  # (3,): one mass per category
     mean_x = float(np.trapezoid(p.sum(1) * x, u))
     cdf_1 = float(np.trapezoid(p.sum(1) * (x < 1.0), u))
     s = model.sample(40_000, torch.Generator().manual_seed(1)).numpy()

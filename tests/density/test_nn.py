@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from density.masks import feature_degrees, random_ordering
-from density.nn import MaskedLinear, MaskedMLP
+from densitywatch.density.masks import feature_degrees, random_ordering
+from densitywatch.density.nn import MaskedLinear, MaskedMLP
 
 torch.set_num_threads(1)
 
@@ -50,6 +50,7 @@ def test_fold_gives_the_same_outputs() -> None:
     net.fold()
     torch.testing.assert_close(net(x), before, rtol=0, atol=1e-6)
     for layer in net.layers:
+        assert isinstance(layer, MaskedLinear)
         assert (layer.weight[layer.mask == 0] == 0).all()
 
 

@@ -132,8 +132,10 @@ def _sample_names(name: str, kind: str) -> set[str]:
 @functools.cache
 def exported_metric_names() -> frozenset[str]:
     """Every series name the service exports, read from service.metrics' real registry."""
-    from service.metrics import ServiceMetrics  # the service's code is the source of truth
-    from service.settings import ServiceSettings
+    from densitywatch.service.metrics import (
+        ServiceMetrics,  # the service's code is the source of truth
+    )
+    from densitywatch.service.settings import ServiceSettings
 
     metrics = ServiceMetrics(max_streams=ServiceSettings().metrics_max_streams)
     names: set[str] = set()

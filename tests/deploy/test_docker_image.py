@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from deploy_helpers import DOCKER, REPO, require_tool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from service.settings import ServiceSettings
+from densitywatch.service.settings import ServiceSettings
+from tests.deploy.deploy_helpers import DOCKER, REPO, require_tool
 
 DOCKERFILE = DOCKER / "Dockerfile"
 HEALTHCHECK = DOCKER / "healthcheck.py"

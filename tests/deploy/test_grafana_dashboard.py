@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from tests.deploy.deploy_helpers import (
     DOCKER,
     GRAFANA,
     exported_metric_names,
@@ -68,8 +69,8 @@ def test_exported_names_come_from_the_service_registry() -> None:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from density.calibration import calibrate
-    from service.metrics import ServiceMetrics
+    from densitywatch.density.calibration import calibrate
+    from densitywatch.service.metrics import ServiceMetrics
 
     metrics = ServiceMetrics(max_streams=5)
     calibration = calibrate(np.random.default_rng(0).normal(size=2000))

@@ -11,10 +11,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_helpers import KUBERNETES, REPO, load_yaml_docs
 
 from densitywatch.cli import build_parser
-from service.settings import ServiceSettings
+from densitywatch.service.settings import ServiceSettings
+from tests.deploy.deploy_helpers import KUBERNETES, REPO, load_yaml_docs
 
 K8S_VERSION = "1.32"  # validate against the oldest supported Kubernetes we target
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -46,7 +46,9 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 
 def settings_from(env: dict[str, str]) -> ServiceSettings:
     """The service's settings for DENSITYWATCH_* variables (validated by the real model)."""
-    return ServiceSettings(**{k.removeprefix("DENSITYWATCH_").lower(): v for k, v in env.items()})
+    # Any: the values are the raw strings pydantic parses, as it does when reading the environment.
+    fields: dict[str, Any] = {k.removeprefix("DENSITYWATCH_").lower(): v for k, v in env.items()}
+    return ServiceSettings(**fields)
 
 
 def settings_env() -> dict[str, str]:
@@ -216,7 +218,7 @@ def config_mount_holds(doc: dict[str, Any], config_path: str) -> None:
 
 
 def test_training_job_is_indexed_and_shards_agree() -> None:
-    from training.commands.train import shard_from_env
+    from densitywatch.cli.train import shard_from_env
 
     job = one(raw_manifests(KUBERNETES / "train"), "Job")
     assert job["spec"]["completionMode"] == "Indexed"
@@ -246,7 +248,7 @@ def test_recalibration_cronjob_runs_calibrate() -> None:
 
 
 def test_streams_config_loads_and_points_at_the_volumes() -> None:
-    from training.config import load_config
+    from densitywatch.training.config import load_config
 
     config = load_config(KUBERNETES / "streams.toml")
     assert str(config.store) == "/models"

@@ -25,12 +25,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from deploy_helpers import PROMETHEUS, require_tool
-from service_support import make_settings, pair_data, pair_schema, running_server, write_version
 
-from density.artifact import ArtifactStore
 from densitywatch.client import Client
-from service.server import DensityWatchServer
+from densitywatch.density.artifact import ArtifactStore
+from densitywatch.service.server import DensityWatchServer
+from tests.deploy.deploy_helpers import PROMETHEUS, require_tool
+from tests.service.service_support import (
+    make_settings,
+    pair_data,
+    pair_schema,
+    running_server,
+    write_version,
+)
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.timeout(180)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_helpers import (
+
+from tests.deploy.deploy_helpers import (
     PROMETHEUS,
     REPO,
     exported_metric_names,
@@ -114,7 +115,7 @@ def test_alerts_cover_the_operations_issue() -> None:
 
 
 def test_scrape_config_targets_metrics_port() -> None:
-    from service.settings import ServiceSettings
+    from densitywatch.service.settings import ServiceSettings
 
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "densitywatch"]

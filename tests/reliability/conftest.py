@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_support import MAX_MESSAGE_BYTES, MAX_POINTS
-from service_support import build_store, make_settings, running_server
 
 from densitywatch.client import Client
-from service.server import DensityWatchServer
+from densitywatch.service.server import DensityWatchServer
+from tests.reliability.reliability_support import MAX_MESSAGE_BYTES, MAX_POINTS
+from tests.service.service_support import build_store, make_settings, running_server
 
 torch.set_num_threads(1)
 

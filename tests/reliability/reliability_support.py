@@ -15,9 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service_support import metric, scrape
-
-from density.artifact import MANIFEST, WEIGHTS, ArtifactStore, Manifest
+from densitywatch.density.artifact import MANIFEST, WEIGHTS, ArtifactStore, Manifest
+from tests.service.service_support import metric, scrape
 
 MAX_POINTS = 500  # limits of the shared `server` fixture
 MAX_MESSAGE_BYTES = 64 * 1024

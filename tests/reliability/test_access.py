@@ -24,14 +24,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from reliability_support import load_failures, plant_version, wait_for, write_signed_manifest
-from service_support import copy_store, make_settings, metric, running_server, scrape
 
-from density.artifact import MANIFEST, WEIGHTS, ArtifactStore
 from densitywatch.client import Client
-from service.auth import AccessConfigError, bearer_token
-from service.errors import DensityWatchError
-from service.settings import ServiceSettings
+from densitywatch.density.artifact import MANIFEST, WEIGHTS, ArtifactStore
+from densitywatch.errors import AccessConfigError, DensityWatchError
+from densitywatch.service.auth import bearer_token
+from densitywatch.service.server import DensityWatchServer
+from densitywatch.service.settings import ServiceSettings
+from tests.reliability.reliability_support import (
+    load_failures,
+    plant_version,
+    wait_for,
+    write_signed_manifest,
+)
+from tests.service.service_support import copy_store, make_settings, metric, running_server, scrape
 
 X = np.zeros((2, 2))
 
@@ -176,7 +182,7 @@ HASHED = "hashed-token-c0ffee42"
 @pytest.fixture(scope="module")
 def token_server(
     built_store: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[object]:
+) -> Iterator[DensityWatchServer]:
     hashes_file = tmp_path_factory.mktemp("auth") / "tokens.sha256"
     digest = hashlib.sha256(HASHED.encode()).hexdigest()
     hashes_file.write_text(f"# ops team, rotated monthly\n\n{digest.upper()}  # ci\n")
@@ -185,17 +191,17 @@ def token_server(
         yield server
 
 
-def _client(server: object, token: str | None = None) -> Client:
-    return Client(f"127.0.0.1:{server.port}", token=token, timeout=10)  # type: ignore[attr-defined]
+def _client(server: DensityWatchServer, token: str | None = None) -> Client:
+    return Client(f"127.0.0.1:{server.port}", token=token, timeout=10)
 
 
-def test_calls_need_a_valid_bearer_token(token_server: object) -> None:
+def test_calls_need_a_valid_bearer_token(token_server: DensityWatchServer) -> None:
     for token in [*TOKENS, HASHED]:
         with _client(token_server, token) as client:
             assert len(client.score("alpha", X).log_prob) == 2
             assert [r.model_version for r in client.score_stream("alpha", [X, X])] == ["000002"] * 2
-    for token in [None, "wrong", TOKENS[0] + "x", hashlib.sha256(HASHED.encode()).hexdigest()]:
-        with _client(token_server, token) as client:
+    for bad in [None, "wrong", TOKENS[0] + "x", hashlib.sha256(HASHED.encode()).hexdigest()]:
+        with _client(token_server, bad) as client:
             with pytest.raises(DensityWatchError, match="bearer token") as e:
                 client.score("alpha", X)
             assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
@@ -205,7 +211,7 @@ def test_calls_need_a_valid_bearer_token(token_server: object) -> None:
             with pytest.raises(DensityWatchError) as e:
                 client.list_streams()
             assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
-    samples = scrape(token_server.metrics_port)  # type: ignore[attr-defined]
+    samples = scrape(token_server.metrics_port)
     refused = metric(
         samples,
         "densitywatch_request_duration_seconds_count",
@@ -215,7 +221,7 @@ def test_calls_need_a_valid_bearer_token(token_server: object) -> None:
     assert refused == 4
 
 
-def test_unauthenticated_payloads_are_not_parsed(token_server: object) -> None:
+def test_unauthenticated_payloads_are_not_parsed(token_server: DensityWatchServer) -> None:
     with _client(token_server) as client:
         garbage = client._channel.unary_unary(
             "/densitywatch.v1.DensityWatch/Score", lambda b: b, lambda b: b

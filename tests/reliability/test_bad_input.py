@@ -13,12 +13,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from reliability_support import MAX_MESSAGE_BYTES, MAX_POINTS, code_counts, invalid_total
-from service_support import hosts_data, scrape
 
+from densitywatch.api.v1 import densitywatch_pb2 as pb
 from densitywatch.client import Client
-from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from service.server import DensityWatchServer
+from densitywatch.service.server import DensityWatchServer
+from tests.reliability.reliability_support import (
+    MAX_MESSAGE_BYTES,
+    MAX_POINTS,
+    code_counts,
+    invalid_total,
+)
+from tests.service.service_support import hosts_data, scrape
 
 # (number-typed, string-typed) widths of the served streams; None: not servable.
 WIDTHS: dict[str, tuple[int, int] | None] = {"alpha": (2, 0), "hosts": (3, 1), "raw": None}

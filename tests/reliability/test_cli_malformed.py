@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from service_support import hosts_data
 
-from density.artifact import ArtifactStore
 from densitywatch.cli import main
+from densitywatch.density.artifact import ArtifactStore
+from tests.service.service_support import hosts_data
 
 FAST = ["--quiet", "--max-steps", "5"]
 HEADER = "cpu,mem,conns,os"

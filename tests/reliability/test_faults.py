@@ -16,8 +16,13 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from reliability_support import load_failures, plant_version, wait_for
-from service_support import (
+
+from densitywatch.client import Client
+from densitywatch.density.artifact import WEIGHTS, ArtifactStore
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.errors import DensityWatchError
+from tests.reliability.reliability_support import load_failures, plant_version, wait_for
+from tests.service.service_support import (
     add_calibration,
     copy_store,
     free_port,
@@ -27,11 +32,6 @@ from service_support import (
     running_server,
     scrape,
 )
-
-from density.artifact import WEIGHTS, ArtifactStore
-from density.model import log_prob_numpy
-from densitywatch.client import Client
-from service.errors import DensityWatchError
 
 X = pair_data(6, seed=3, shift=0.0)
 
@@ -103,7 +103,11 @@ def test_spoiled_versions_appearing_during_traffic_are_counted_and_never_served(
         spoilers: list[Callable[[Path], None]] = [truncate_weights, edit_weights]
         for i, spoil in enumerate(spoilers, start=1):
             bad = plant_version(store, "alpha", scratch, spoil)
-            wait_for(lambda i=i: load_failures(server.metrics_port, "alpha") == i, what=bad)
+
+            def failed(n: int = i) -> bool:
+                return load_failures(server.metrics_port, "alpha") == n
+
+            wait_for(failed, what=bad)
             assert ("alpha", bad) in server.registry.bad_versions()
         time.sleep(0.3)  # more polls: never retried
         assert load_failures(server.metrics_port, "alpha") == 2
@@ -210,7 +214,11 @@ def test_metrics_scraped_during_reloads(built_store: tuple[Path, dict], tmp_path
             for seed in range(3):
                 new = add_calibration(store, store.load("alpha"), pair_data(400, 20 + seed, 0.0))
                 versions.append(new.version)
-                wait_for(lambda v=new.version: client.get_stream("alpha").model_version == v)
+
+                def serves(version: str = new.version) -> bool:
+                    return client.get_stream("alpha").model_version == version
+
+                wait_for(serves)
         stop.set()
         thread.join()
         final = scrape(server.metrics_port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-# Under --import-mode=importlib test folders are not on sys.path; the helpers module is.
-sys.path.insert(0, str(Path(__file__).parent))
-from service_support import build_store, make_settings, running_server
-
 from densitywatch.client import Client
-from service.server import DensityWatchServer
+from densitywatch.service.server import DensityWatchServer
+from tests.service.service_support import build_store, make_settings, running_server
 
 torch.set_num_threads(1)
 

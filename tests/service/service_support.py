@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from density.artifact import Artifact, ArtifactStore, fingerprint
-from density.schema import FeatureKind, FeatureSpec, RawType, Schema
-from service.server import DensityWatchServer
-from service.settings import ServiceSettings
-from training.calibrate import calibrate_encoded
-from training.fit import Capacity, FitConfig, fit
+from densitywatch.density.artifact import Artifact, ArtifactStore, fingerprint
+from densitywatch.density.schema import FeatureKind, FeatureSpec, RawType, Schema
+from densitywatch.service.server import DensityWatchServer
+from densitywatch.service.settings import ServiceSettings
+from densitywatch.training.calibrate import calibrate_encoded
+from densitywatch.training.fit import Capacity, FitConfig, fit
 
 torch.set_num_threads(1)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from service_support import free_port, pair_data
 
 from densitywatch.client import Client
-from service.errors import DensityWatchError
+from densitywatch.errors import DensityWatchError
+from tests.service.service_support import free_port, pair_data
 
 
 def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -11,7 +11,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from service_support import (
+
+from densitywatch.api.v1 import densitywatch_pb2 as pb
+from densitywatch.client import Client
+from densitywatch.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotCalibratedError,
+    ResourceExhaustedError,
+    StreamNotFoundError,
+    UnavailableError,
+)
+from densitywatch.service.convert import SMALL_DECODE, PointEncoder
+from tests.service.service_support import (
     hosts_data,
     hosts_schema,
     make_settings,
@@ -19,18 +31,6 @@ from service_support import (
     pair_data,
     running_server,
     scrape,
-)
-
-from densitywatch.client import Client
-from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from service.convert import SMALL_DECODE, PointEncoder
-from service.errors import (
-    DeadlineExceededError,
-    InvalidArgumentError,
-    NotCalibratedError,
-    ResourceExhaustedError,
-    StreamNotFoundError,
-    UnavailableError,
 )
 
 
@@ -48,7 +48,9 @@ def test_uncalibrated_stream_is_failed_precondition(client: Client) -> None:
     assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def _raw_score(client: Client, stream: str, numbers: list[float], strings: list[str], count: int):
+def _raw_score(
+    client: Client, stream: str, numbers: list[float], strings: list[str], count: int
+) -> pb.ScoreResponse:
     request = pb.ScoreRequest(
         stream=stream, points=pb.Points(numbers=numbers, strings=strings, count=count)
     )
@@ -213,7 +215,7 @@ def test_finite_values_whose_sum_overflows_are_accepted(n: int) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from([0.5, 7.0, -0.0, 0.0, 3.0, 1e300]), min_size=1, max_size=8))
 def test_numeric_vocabulary_lookup_agrees_with_schema(column: list[float]) -> None:
-    from density.schema import FeatureKind, FeatureSpec, Schema
+    from densitywatch.density.schema import FeatureKind, FeatureSpec, Schema
 
     schema = Schema(
         features=[

@@ -7,7 +7,7 @@ from concurrent import futures
 
 import pytest
 
-from service.executor import LifoThreadPoolExecutor
+from densitywatch.service.executor import LifoThreadPoolExecutor
 
 
 def _blocked(pool: LifoThreadPoolExecutor, n: int, gate: threading.Event) -> list[futures.Future]:

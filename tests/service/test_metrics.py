@@ -6,10 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import hosts_data, make_settings, metric, pair_data, running_server, scrape
 
 from densitywatch.client import Client
-from service.errors import InvalidArgumentError
+from densitywatch.errors import InvalidArgumentError
+from tests.service.service_support import (
+    hosts_data,
+    make_settings,
+    metric,
+    pair_data,
+    running_server,
+    scrape,
+)
 
 
 def test_metrics_equal_what_the_client_saw(built_store: tuple[Path, dict]) -> None:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from service_support import (
+
+from densitywatch.client import Client
+from densitywatch.density.artifact import ArtifactStore
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.errors import NotCalibratedError
+from densitywatch.service.settings import ServiceSettings
+from tests.service.service_support import (
     add_calibration,
     copy_store,
     hosts_data,
@@ -21,12 +27,6 @@ from service_support import (
     scrape,
     write_version,
 )
-
-from density.artifact import ArtifactStore
-from density.model import log_prob_numpy
-from densitywatch.client import Client
-from service.errors import NotCalibratedError
-from service.settings import ServiceSettings
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from service_support import OS_VOCAB, hosts_data, pair_data
 
-from density.classify import posterior
-from density.model import log_prob_numpy
+from densitywatch.api.v1 import densitywatch_pb2 as pb
 from densitywatch.client import Client
-from protos.densitywatch.v1 import densitywatch_pb2 as pb
-from service.server import SERVICE_NAME, DensityWatchServer
+from densitywatch.density.classify import posterior
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.service.server import SERVICE_NAME, DensityWatchServer
+from tests.service.service_support import OS_VOCAB, hosts_data, pair_data
 
 
 def expected(artifact: Any, numbers: np.ndarray, strings: Any = None) -> tuple[np.ndarray, ...]:

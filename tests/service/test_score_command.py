@@ -6,11 +6,11 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from service_support import hosts_data, pair_data
 
 from densitywatch.cli import main
 from densitywatch.client import Client
-from service.server import DensityWatchServer
+from densitywatch.service.server import DensityWatchServer
+from tests.service.service_support import hosts_data, pair_data
 
 
 def test_score_csv_with_strings(server: DensityWatchServer, client: Client, tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from service_support import hosts_data
 
-from density.model import log_prob_numpy
-from service.errors import DeadlineExceededError
-from service.metrics import ServiceMetrics
-from service.scorer import Batcher, Job, Scores, StreamModel
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.errors import DeadlineExceededError
+from densitywatch.service.metrics import ServiceMetrics
+from densitywatch.service.scorer import Batcher, Job, Scores, StreamModel
+from tests.service.service_support import hosts_data
 
 
 @pytest.fixture()
@@ -68,6 +68,7 @@ def test_a_coalesced_batch_gets_terms_if_any_request_asks(
     assert b.terms.shape == (4, len(model.feature_names))
     solo = model.score(np.concatenate([first, second]), terms=True)
     np.testing.assert_array_equal(np.concatenate([a.log_p, b.log_p]), solo.log_p)
+    assert solo.terms is not None
     np.testing.assert_array_equal(b.terms, solo.terms[3:])
     batches = metrics.registry.get_sample_value("densitywatch_batch_size_count")
     assert batches == 1  # the two requests shared one forward pass
@@ -271,7 +272,11 @@ def test_a_promoted_job_scored_by_another_leader_gives_its_slot_back() -> None:
     _until(lambda: model.running == 2)  # a and b lead, blocked in their passes
     for i, late_s in enumerate([0.05, 0.3, 0.0]):  # c, d, e queue in this order
         call(late_s)
-        _until(lambda i=i: len(batcher._queue) == i + 1)
+
+        def queued(n: int = i + 1) -> bool:
+            return len(batcher._queue) == n
+
+        _until(queued)
     model.gate.set()
     for t in threads:
         t.join(timeout=30)
@@ -327,7 +332,7 @@ def test_a_model_that_cannot_be_traced_is_served_eagerly(
         raise RuntimeError("cannot trace")
 
     monkeypatch.setattr(torch.jit, "trace", fail)
-    with caplog.at_level("WARNING", logger="service.scorer"):
+    with caplog.at_level("WARNING", logger="densitywatch.service.scorer"):
         fresh = StreamModel(model.artifact, model.metrics)
     assert fresh.log_p is fresh.model
     assert f"stream 'hosts' version {model.version} eagerly: tracing failed: cannot trace" in (

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from density.artifact import Artifact, ArtifactStore, TrainingInfo, fingerprint
-from training.data import encode_table
-from training.fit import Capacity, FitConfig, FitResult, fit
-from training.schema import infer_schema
+from densitywatch.density.artifact import Artifact, ArtifactStore, TrainingInfo, fingerprint
+from densitywatch.training.data import encode_table
+from densitywatch.training.fit import Capacity, FitConfig, FitResult, fit
+from densitywatch.training.schema import infer_schema
 
 torch.set_num_threads(1)
 

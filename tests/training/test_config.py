@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from density.schema import FeatureKind
-from training.config import ConfigError, load_config, parse_config
+from densitywatch.density.schema import FeatureKind
+from densitywatch.training.config import ConfigError, load_config, parse_config
 
 EXAMPLE = """
 store = "models"

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import training.data
-from density.schema import FeatureKind
-from training.data import (
+import densitywatch.training.data
+from densitywatch.density.schema import FeatureKind
+from densitywatch.training.data import (
     CellOrigin,
     DataError,
     drop_missing,
@@ -30,7 +30,7 @@ from training.data import (
     read_table,
     text_cell_origin,
 )
-from training.schema import SchemaError, infer_schema
+from densitywatch.training.schema import SchemaError, infer_schema
 
 # -- random tables ------------------------------------------------------------------------
 NUMBER = st.one_of(
@@ -220,7 +220,7 @@ def test_csv_text_origin_is_the_real_line_of_the_first_bad_cell(
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "data.csv"
         path.write_bytes(text.encode("utf-8"))
-        with mock.patch.object(training.data, "_CHUNK_ROWS", chunk_rows):
+        with mock.patch.object(densitywatch.training.data, "_CHUNK_ROWS", chunk_rows):
             table = read_table(path)
     assert table["v"].dtype == object and table["v"][bad_row] == bad
     assert table.text_origins["v"] == CellOrigin(path, bad_row, bad, line)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from density.model import log_prob_numpy
-from density.schema import FeatureKind, FeatureSpec, Schema
-from training.fit import (
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.density.schema import FeatureKind, FeatureSpec, Schema
+from densitywatch.training.fit import (
     Capacity,
     FitConfig,
     FitResult,
@@ -20,7 +20,7 @@ from training.fit import (
     fit,
     split,
 )
-from training.schema import infer_schema_from_matrix
+from densitywatch.training.schema import infer_schema_from_matrix
 
 torch.set_num_threads(1)
 
@@ -36,7 +36,7 @@ def _config(**kw: object) -> FitConfig:
         "show_progress": False,
         "seed": 0,
     }
-    return FitConfig(**{**base, **kw})
+    return FitConfig.model_validate({**base, **kw})
 
 
 def _gaussian_log_pdf(x: np.ndarray) -> np.ndarray:
@@ -182,7 +182,7 @@ def test_progress_is_redrawn_by_time_not_per_epoch(
     force one each. With redraws allowed once an hour, only the bar's start and end print."""
     from functools import partial
 
-    import training.fit as fit_module
+    import densitywatch.training.fit as fit_module
 
     monkeypatch.setattr(fit_module, "tqdm", partial(fit_module.tqdm, mininterval=3600))
     x = np.random.default_rng(5).multivariate_normal(MEAN, COV, 600)

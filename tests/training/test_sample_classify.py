@@ -7,11 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from calib_fixtures import add_stream, correlated_with_colour, gaussian, training_columns, write_csv
 
-from density.artifact import ArtifactStore
 from densitywatch.cli import main
-from training.data import read_table
+from densitywatch.density.artifact import ArtifactStore
+from densitywatch.training.data import read_table
+from tests.training.calib_fixtures import (
+    add_stream,
+    correlated_with_colour,
+    gaussian,
+    training_columns,
+    write_csv,
+)
 
 
 @pytest.fixture
@@ -70,13 +76,24 @@ def test_sampling_is_reproducible_per_seed(
     assert outputs[0].splitlines()[0] == "x0" and len(outputs[0].splitlines()) == 51
 
 
-def test_sample_failures_exit_non_zero(
+def test_sample_failures_exit_1_and_bad_usage_2(
     store: ArtifactStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["sample", "--store", str(store.root), "--stream", "nope"]) == 1
     assert "'nope'" in capsys.readouterr().err
-    assert main(["sample", "--store", str(store.root), "--stream", "low", "-n", "0"]) == 1
+    assert main(["sample", "--store", str(store.root), "--stream", "low", "-n", "0"]) == 2
     assert "-n must be" in capsys.readouterr().err
+
+
+def test_sample_json_is_the_one_shape(
+    store: ArtifactStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sample", "--store", str(store.root), "--stream", "low", "-n", "5", "--json"]
+    assert main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["command"] == "sample" and body["ok"] is True and body["error"] is None
+    assert body["streams"]["low"]["n"] == 5 and len(body["records"]) == 5
+    assert set(body["records"][0]) == {"x0"}
 
 
 # -- classify -------------------------------------------------------------------------------
@@ -111,9 +128,12 @@ def test_classify_priors_shift_the_posterior(
     data, _ = two_stream_records(tmp_path)
     base = classify_argv(store, data, extra=("--json",))
     assert main(base) == 0
-    uniform = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    body = json.loads(capsys.readouterr().out)
+    assert body["command"] == "classify" and body["ok"] is True
+    assert set(body["streams"]) == {"low", "high"}
+    uniform = body["records"]
     assert main([*base, "--prior", "low=9", "--prior", "high=1"]) == 0
-    skewed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    skewed = json.loads(capsys.readouterr().out)["records"]
     assert len(uniform) == len(skewed) == 600
     for u, s in zip(uniform, skewed, strict=True):
         # Odds multiply by the prior ratio 9.
@@ -134,7 +154,7 @@ def test_classify_refuses_records_lacking_a_streams_features(
     assert main(classify_argv(store, gappy)) == 1
     assert "row 1: column 'x0'" in capsys.readouterr().err
 
-    assert main(classify_argv(store, data, extra=("--prior", "low=0.5"))) == 1
+    assert main(classify_argv(store, data, extra=("--prior", "low=0.5"))) == 2
     assert "not for ['high']" in capsys.readouterr().err
 
 

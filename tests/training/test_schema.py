@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from density.schema import FeatureKind, RawType
-from training.data import DataError, drop_missing, read_table
-from training.schema import InferenceOptions, SchemaError, infer_feature, infer_schema
+from densitywatch.density.schema import FeatureKind, RawType
+from densitywatch.training.data import DataError, drop_missing, read_table
+from densitywatch.training.schema import InferenceOptions, SchemaError, infer_feature, infer_schema
 
 RNG = np.random.default_rng(7)
 

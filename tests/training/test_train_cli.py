@@ -14,13 +14,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from density.artifact import ArtifactStore, fingerprint
-from density.model import log_prob_numpy
-from density.schema import FeatureKind, RawType
 from densitywatch.cli import main
-from training.commands.train import UsageError, parse_shard, select_streams, shard_from_env
-from training.config import parse_config
-from training.data import drop_missing, encode_table, read_table
+from densitywatch.cli.train import parse_shard, select_streams, shard_from_env
+from densitywatch.density.artifact import ArtifactStore, fingerprint
+from densitywatch.density.model import log_prob_numpy
+from densitywatch.density.schema import FeatureKind, RawType
+from densitywatch.errors import UsageError
+from densitywatch.training.config import parse_config
+from densitywatch.training.data import drop_missing, encode_table, read_table
 
 FAST = ["--max-steps", "20", "--quiet"]
 
@@ -127,9 +128,10 @@ def test_training_again_adds_a_version_and_json_summary(
     capsys.readouterr()
     assert main(["train", "--config", str(hosts_config), "--json", *FAST]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert len(summary) == 1
-    entry = summary[0]
-    assert entry["stream"] == "hosts" and entry["status"] == "ok" and entry["version"] == "000002"
+    assert summary["command"] == "train" and summary["ok"] is True and summary["error"] is None
+    assert list(summary["streams"]) == ["hosts"]
+    entry = summary["streams"]["hosts"]
+    assert entry["ok"] is True and entry["status"] == "ok" and entry["version"] == "000002"
     assert entry["n_rows"] == 228 and entry["n_dropped_missing"] == 12
     manifest = ArtifactStore(tmp_path / "store").load("hosts").manifest
     assert entry["val_nll"] == manifest.training.val_nll

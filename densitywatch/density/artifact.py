@@ -1,0 +1,442 @@
+"""The artifact: the one contract between training and the service.
+
+Layout: `<store>/<stream>/<version>/manifest.json` + `weights.safetensors`. Versions are
+zero-padded integers ("000001"), newest = largest. A version is written into a temporary
+folder beside its final place and renamed into place, so readers never see half of one; it
+is never edited afterwards (calibration writes a new version). Loading verifies the
+weights' SHA-256 and the manifest's own checksum, and uses safetensors, which holds only
+tensors and cannot execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from densitywatch.density.calibration import Calibration
+from densitywatch.density.model import ArchitectureSpec, DensityModel
+from densitywatch.density.schema import Schema
+from densitywatch.errors import ArtifactCorruptError, ArtifactError, ArtifactNotFoundError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.safetensors"
+_VERSION_WIDTH = 6
+
+
+class TrainingInfo(BaseModel):
+    """How the model was fitted, and on what.
+
+    Example:
+        >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+        ...                     duration_s=0.2, seed=0, data_fingerprint="")
+        >>> info.device, info.refit_epochs is None  # no refit: the selected candidate is the model
+        ('cpu', True)
+    """
+
+    train_nll: float = Field(
+        description="Mean negative log-likelihood (nats/point) on the rows the final model was "
+        "fitted on (training split, plus the validation split after a refit)."
+    )
+    val_nll: float = Field(
+        description="Mean negative log-likelihood (nats/point) of the selected candidate on "
+        "the validation split, which it never trained on (measured before any refit)."
+    )
+    n_train: int
+    n_val: int
+    n_dropped_missing: int = 0
+    epochs: int
+    duration_s: float
+    seed: int
+    device: str = "cpu"
+    data_fingerprint: str
+    source: str = ""
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[dict[str, Any]] = Field(
+        default_factory=list, description="Capacity candidates tried and their validation NLL."
+    )
+    refit_epochs: int | None = Field(
+        default=None,
+        description="Epochs of the final retraining of the selected capacity on training + "
+        "validation splits; None: the selected candidate itself is the model.",
+    )
+
+
+class Manifest(BaseModel):
+    """Everything about an artifact except its weights.
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a")])
+        >>> arch = ArchitectureSpec(hidden_width=4)
+        >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+        ...                     duration_s=0.2, seed=0, data_fingerprint="")
+        >>> manifest = Manifest(stream="web", feature_schema=schema, architecture=arch,
+        ...                     training=info)
+        >>> manifest.format_version, manifest.version, manifest.calibration is None
+        (1, '', True)
+    """
+
+    format_version: int = FORMAT_VERSION
+    stream: str
+    version: str = ""
+    parent_version: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    package_version: str = Field(default_factory=lambda: package_version())
+    feature_schema: Schema
+    architecture: ArchitectureSpec
+    training: TrainingInfo
+    calibration: Calibration | None = None
+    weights_sha256: str = ""
+    manifest_sha256: str = ""
+
+    def content_digest(self) -> str:
+        """SHA-256 of the manifest's canonical JSON, without `manifest_sha256` itself.
+
+        Example:
+            >>> from densitywatch.density.schema import FeatureSpec
+            >>> schema = Schema(features=[FeatureSpec(name="a")])
+            >>> arch = ArchitectureSpec(hidden_width=4)
+            >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+            ...                     duration_s=0.2, seed=0, data_fingerprint="")
+            >>> manifest = Manifest(stream="web", feature_schema=schema, architecture=arch,
+            ...                     training=info)
+            >>> digest = manifest.content_digest()
+            >>> digest == manifest.model_copy(update={"manifest_sha256": digest}).content_digest()
+            True
+            >>> digest == manifest.model_copy(update={"stream": "api"}).content_digest()
+            False
+        """
+        body = self.model_dump(mode="json", exclude={"manifest_sha256"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class Artifact:
+    """A loaded artifact: its manifest and the model, ready for inference or calibration.
+
+    Example:
+        >>> import torch
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a")])
+        >>> arch = ArchitectureSpec(hidden_width=4)
+        >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+        ...                     duration_s=0.2, seed=0, data_fingerprint="")
+        >>> manifest = Manifest(stream="web", feature_schema=schema, architecture=arch,
+        ...                     training=info)
+        >>> _ = torch.manual_seed(0)
+        >>> model = DensityModel(schema, arch)
+        >>> artifact = Artifact(manifest.model_copy(update={"version": "000001"}), model,
+        ...                     Path("store/web/000001"))
+        >>> artifact.stream, artifact.version
+        ('web', '000001')
+    """
+
+    def __init__(self, manifest: Manifest, model: DensityModel, path: Path) -> None:
+        self.manifest = manifest
+        self.model = model
+        self.path = path
+
+    @property
+    def stream(self) -> str:
+        """The stream the model describes."""
+        return self.manifest.stream
+
+    @property
+    def version(self) -> str:
+        """The artifact's version ("000001", ...)."""
+        return self.manifest.version
+
+
+def package_version() -> str:
+    """The installed densitywatch distribution's version; "0+unknown" when not installed.
+
+    Example:
+        >>> version = package_version()
+        >>> version == "0+unknown" or version == metadata.version("densitywatch")
+        True
+    """
+    try:
+        return metadata.version("densitywatch")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def fingerprint(array: np.ndarray) -> str:
+    """Stable SHA-256 of an array's shape, dtype and bytes (data provenance).
+
+    Example:
+        >>> a = np.arange(4.0)
+        >>> fingerprint(a) == fingerprint(a.copy()), len(fingerprint(a))
+        (True, 64)
+        >>> fingerprint(a) == fingerprint(a.astype(np.float32))  # same values, other dtype
+        False
+    """
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{a.shape}{a.dtype}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ArtifactStore:
+    """A folder of streams, each a folder of immutable versions.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a")])
+        >>> arch = ArchitectureSpec(hidden_width=4)
+        >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+        ...                     duration_s=0.2, seed=0, data_fingerprint="")
+        >>> manifest = Manifest(stream="web", feature_schema=schema, architecture=arch,
+        ...                     training=info)
+        >>> _ = torch.manual_seed(0)
+        >>> model = DensityModel(schema, arch)
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     store = ArtifactStore(root)
+        ...     first, second = store.write(model, manifest), store.write(model, manifest)
+        ...     loaded = store.load("web")  # the latest version
+        ...     print(store.streams(), store.versions("web"), loaded.version)
+        ['web'] ['000001', '000002'] 000002
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def streams(self) -> list[str]:
+        """Streams with at least one complete version, sorted by name.
+
+        Example:
+            >>> ArtifactStore("/nonexistent/store").streams()
+            []
+        """
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, stream: str) -> list[str]:
+        """Complete versions of a stream, oldest first (temporary folders excluded).
+
+        Example:
+            >>> ArtifactStore("/nonexistent/store").versions("web")
+            []
+        """
+        folder = self.root / stream
+        if not folder.is_dir():
+            return []
+        names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+        return sorted(names, key=int)
+
+    def latest(self, stream: str) -> str:
+        """The newest version of a stream; ArtifactNotFoundError when it has none.
+
+        Example:
+            >>> ArtifactStore("/nonexistent/store").latest("web")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+                ...
+            densitywatch.errors.ArtifactNotFoundError: no artifact for stream 'web' under ...
+        """
+        versions = self.versions(stream)
+        if not versions:
+            raise ArtifactNotFoundError(f"no artifact for stream {stream!r} under {self.root}")
+        return versions[-1]
+
+    def path(self, stream: str, version: str) -> Path:
+        """The folder of one version (whether or not it exists).
+
+        Example:
+            >>> ArtifactStore("/models").path("web", "000001").as_posix()
+            '/models/web/000001'
+        """
+        return self.root / stream / version
+
+    def write(self, model: DensityModel, manifest: Manifest) -> Artifact:
+        """Write a new version atomically; returns it with its version and checksums set."""
+        stream_dir = self.root / manifest.stream
+        stream_dir.mkdir(parents=True, exist_ok=True)
+        tmp = stream_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS))
+            manifest = manifest.model_copy(update={"weights_sha256": _sha256_file(tmp / WEIGHTS)})
+            return self._rename_into_place(tmp, stream_dir, manifest, model)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _rename_into_place(
+        self, tmp: Path, stream_dir: Path, manifest: Manifest, model: DensityModel
+    ) -> Artifact:
+        for _ in range(100):
+            existing = self.versions(manifest.stream)
+            version = f"{int(existing[-1]) + 1 if existing else 1:0{_VERSION_WIDTH}d}"
+            manifest = manifest.model_copy(update={"version": version})
+            manifest = manifest.model_copy(update={"manifest_sha256": manifest.content_digest()})
+            with (tmp / MANIFEST).open("w") as f:
+                f.write(manifest.model_dump_json(indent=2))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.rename(tmp, stream_dir / version)  # fails if another writer took it
+            except OSError:
+                continue
+            _fsync_dir(stream_dir)
+            return Artifact(manifest, model, stream_dir / version)
+        raise ArtifactError(f"could not allocate a version for {manifest.stream!r}")
+
+    def load(self, stream: str, version: str | None = None) -> Artifact:
+        """Load and verify one version of a stream (the latest when `version` is None).
+
+        Example:
+            >>> ArtifactStore("/nonexistent/store").load("web", "000001")
+            Traceback (most recent call last):
+                ...
+            densitywatch.errors.ArtifactNotFoundError: no version '000001' of stream 'web'
+        """
+        version = version or self.latest(stream)
+        path = self.path(stream, version)
+        if not path.is_dir():
+            raise ArtifactNotFoundError(f"no version {version!r} of stream {stream!r}")
+        return load_artifact(path)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Parse and verify a manifest (checksum of its own content).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +ELLIPSIS
+        ...     read_manifest(Path(folder))
+        Traceback (most recent call last):
+            ...
+        densitywatch.errors.ArtifactCorruptError: ...: no manifest.json
+    """
+    try:
+        manifest = Manifest.model_validate_json((path / MANIFEST).read_bytes())
+    except FileNotFoundError as e:
+        raise ArtifactCorruptError(f"{path}: no {MANIFEST}") from e
+    except ValidationError as e:
+        raise ArtifactCorruptError(f"{path}/{MANIFEST} is not a valid manifest: {e}") from e
+    if manifest.format_version != FORMAT_VERSION:
+        raise ArtifactCorruptError(
+            f"{path}: format version {manifest.format_version}, this build reads {FORMAT_VERSION}"
+        )
+    if manifest.manifest_sha256 != manifest.content_digest():
+        raise ArtifactCorruptError(f"{path}/{MANIFEST} was edited: its checksum does not match")
+    return manifest
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Load and verify an artifact folder; raises ArtifactCorruptError on any mismatch.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a")])
+        >>> arch = ArchitectureSpec(hidden_width=4)
+        >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+        ...                     duration_s=0.2, seed=0, data_fingerprint="")
+        >>> manifest = Manifest(stream="web", feature_schema=schema, architecture=arch,
+        ...                     training=info)
+        >>> _ = torch.manual_seed(0)
+        >>> model = DensityModel(schema, arch)
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     written = ArtifactStore(root).write(model, manifest)
+        ...     print(load_artifact(written.path).version)
+        ...     with (written.path / WEIGHTS).open("r+b") as f:
+        ...         _ = f.truncate(16)
+        ...     try:
+        ...         load_artifact(written.path)
+        ...     except ArtifactCorruptError as e:
+        ...         print(str(e).endswith("is truncated or edited: checksum mismatch"))
+        000001
+        True
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ArtifactCorruptError(f"{path}: no {WEIGHTS}")
+    if _sha256_file(weights) != manifest.weights_sha256:
+        raise ArtifactCorruptError(f"{weights} is truncated or edited: checksum mismatch")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactCorruptError(f"{weights} is not a safetensors file: {e}") from e
+    try:
+        model = DensityModel(
+            manifest.feature_schema, manifest.architecture, orderings=state["orderings"]
+        )
+        model.load_state_dict(state, strict=True)
+    except (KeyError, RuntimeError, ValueError, IndexError) as e:
+        raise ArtifactCorruptError(f"{weights} does not match its manifest: {e}") from e
+    model.eval()
+    return Artifact(manifest, model, path)
+
+
+def with_calibration(artifact: Artifact, calibration: Calibration) -> Manifest:
+    """The manifest of a new version that carries `calibration` (weights unchanged).
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from densitywatch.density.calibration import calibrate
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a")])
+        >>> arch = ArchitectureSpec(hidden_width=4)
+        >>> info = TrainingInfo(train_nll=1.4, val_nll=1.5, n_train=80, n_val=20, epochs=3,
+        ...                     duration_s=0.2, seed=0, data_fingerprint="")
+        >>> manifest = Manifest(stream="web", feature_schema=schema, architecture=arch,
+        ...                     training=info)
+        >>> _ = torch.manual_seed(0)
+        >>> model = DensityModel(schema, arch)
+        >>> with tempfile.TemporaryDirectory() as root:
+        ...     store = ArtifactStore(root)
+        ...     trained = store.write(model, manifest)
+        ...     calibration = calibrate(-np.arange(1.0, 201.0), {"warning": 0.01})
+        ...     calibrated = store.write(model, with_calibration(trained, calibration))
+        >>> calibrated.version, calibrated.manifest.parent_version
+        ('000002', '000001')
+        >>> calibrated.manifest.weights_sha256 == trained.manifest.weights_sha256
+        True
+    """
+    return artifact.manifest.model_copy(
+        update={
+            "calibration": calibration,
+            "parent_version": artifact.version,
+            "created_at": datetime.now(UTC),
+            "version": "",
+            "weights_sha256": "",
+            "manifest_sha256": "",
+        }
+    )
