@@ -1,4 +1,5 @@
-"""Semi-supervised detection benchmark on the ADBench classical datasets.
+"""Semi-supervised detection benchmark on the ADBench classical datasets (`--pool adbench`) or
+on ADBench's image and text embeddings (`--pool adbench-embeddings`).
 
 Protocol (as the published table): per dataset and seed, fit on a random 50% of the normal rows,
 test on the other 50% of normals plus all anomalies. Scores are anomaly scores (−log p for the
@@ -35,9 +36,23 @@ from benchmarks.common import (
     machine_info,
     write_results,
 )
-from benchmarks.detection.methods import METHODS, MethodOptions, MethodRun, Split, runner
+from benchmarks.detection.methods import (
+    METHODS,
+    TORCH_METHODS,
+    MethodOptions,
+    MethodRun,
+    Split,
+    runner,
+)
 
 NAME = "detection"
+# Pool (subfolder of --data) -> stem of its result files.
+POOLS: dict[str, str] = {"adbench": NAME, "adbench-embeddings": f"{NAME}-embeddings"}
+DEFAULT_POOL = "adbench"
+POOL_TITLES = {
+    "adbench": "ADBench classical",
+    "adbench-embeddings": "ADBench CV/NLP embeddings",
+}
 MODULE = "benchmarks.detection"
 # Version 2: densitywatch's ranking metrics come from a whole-fit-half model and its FPR from a
 # separate calibrated one (version 1 used the calibrated model for both); --resume never mixes.
@@ -45,11 +60,17 @@ PROTOCOL_VERSION = 2
 PARTIAL_SUFFIX = ".partial.json"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 PUBLISHED_CSV = Path("published") / "semi_supervised_aucroc.csv"
-DENSITY_METHODS = ("densitywatch", "gmm")
+DENSITY_METHODS = ("densitywatch", "gmm", "maf", "nsf")  # methods that report log p
 GET_ADBENCH = (
     "get the ADBench classical datasets from the repository Minqi824/ADBench, folder "
     "adbench/datasets/Classical (.npz files with arrays X and y), into DATA/adbench/"
 )
+GET_EMBEDDINGS = (
+    "get the ADBench embeddings from the repository Minqi824/ADBench, folders "
+    "adbench/datasets/CV_by_ResNet18 and NLP_by_BERT (.npz files with arrays X and y), into "
+    "DATA/adbench-embeddings/ with the folder name as a prefix of each file name"
+)
+GET_POOL = {"adbench": GET_ADBENCH, "adbench-embeddings": GET_EMBEDDINGS}
 PROTOCOL_NOTES = [
     "Splits: per seed a random 50% of normals is the fit half; test = other normals + all "
     "anomalies. The published table (DTE/ADBench code) used a fixed, unshuffled normal split, "
@@ -61,11 +82,31 @@ PROTOCOL_NOTES = [
     "likelihood on 20% of the fit half held out, refitted on the whole fit half; full covariance, "
     "reg_covar 1e-6 (raised x10 only if every fit fails); log p corrected by the "
     "standardisation's log-Jacobian so NLL is in raw units.",
+    "Every per-dataset entry names the commit that computed it (`commit`).",
     "test_nll_per_dim: mean −log p of the TEST NORMALS divided by the number of features. "
     "densitywatch scores integer-valued columns (n_integer_features) by the probability of the "
     "lattice point (uniform dequantisation), GMM by a density at that point, which can spike on "
     "discrete data: on datasets with integer columns the two NLLs are not in the same units.",
 ]
+
+
+METHOD_NOTES = {
+    "maf": "maf, nsf: zuko's MAF and NSF (5 transforms, hidden_features (128, 128)) on inputs "
+    "standardised like the peers'; Adam lr 1e-3, batch min(256, n), early stopping on the NLL "
+    "of a seeded random 10% of the fit rows (patience 20 epochs, at most 500 epochs and 20 000 "
+    "steps), best state restored; torch seeded by the split's seed. Columns constant on the "
+    "fit rows stay out of the flow, each a Gaussian of std 1e-3 (raw units) around its "
+    "constant, as GMM's reg_covar makes them. log p in raw units; a non-finite test log p is "
+    "set below every finite one and counted (nonfinite_log_p). val_nll_per_dim (per seed) is "
+    "the held-out NLL of the fit rows, raw units.",
+    "sogaal": "sogaal: PyOD's SO_GAAL with default parameters (it takes no random_state: torch "
+    "is seeded with the split's seed before the fit) on standardised inputs; no likelihood. "
+    "Its score is 1 − PyOD's decision_function: that returns the discriminator's D(x), the "
+    "probability that x is real data (higher = more normal; pyod issue #119), where the "
+    "paper (Liu et al. 2019, Algorithm 1) scores outliers by 1 − D(x). No fit cap by default: "
+    "its fit is linear in the rows (about 10 s for 20 000 x 10 on one thread).",
+}
+METHOD_NOTES["nsf"] = METHOD_NOTES["maf"]
 
 
 class HarnessError(Exception):
@@ -74,8 +115,15 @@ class HarnessError(Exception):
 
 @dataclass
 class Dataset:
-    name: str  # published-table name, e.g. magic.gamma
+    name: str  # published-table name, e.g. magic.gamma; the file stem in the embeddings pool
     path: Path
+
+
+def result_stem(pool: str, shard: Shard | None = None) -> str:
+    """Stem of a run's result files: `detection`, `detection-embeddings`, or a shard's
+    `detection-shard-0-of-4`, `detection-embeddings-shard-0-of-4`."""
+    base = POOLS[pool]
+    return f"{base}-shard-{shard.index}-of-{shard.count}" if shard else base
 
 
 T = TypeVar("T")
@@ -95,8 +143,9 @@ class Shard:
 
     @property
     def name(self) -> str:
-        """Stem of this shard's result files, e.g. `detection-shard-0-of-4`."""
-        return f"{NAME}-shard-{self.index}-of-{self.count}"
+        """Stem of this shard's result files in the adbench pool, e.g. `detection-shard-0-of-4`
+        (`result_stem` for any pool)."""
+        return result_stem(DEFAULT_POOL, self)
 
     def of(self, items: Sequence[T]) -> list[T]:
         return [item for i, item in enumerate(items) if i % self.count == self.index]
@@ -113,26 +162,40 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
-def dataset_name(path: Path) -> str:
-    """Published-table name of an ADBench file: `22_magic.gamma.npz` -> `magic.gamma`."""
-    return re.sub(r"^\d+_", "", path.name.removesuffix(".npz")).lower()
+def dataset_name(path: Path, pool: str = DEFAULT_POOL) -> str:
+    """Name of a dataset file: in the adbench pool its published-table name
+    (`22_magic.gamma.npz` -> `magic.gamma`), in the embeddings pool the file stem
+    (`CV_by_ResNet18_MVTec-AD_bottle.npz` -> `CV_by_ResNet18_MVTec-AD_bottle`)."""
+    stem = path.name.removesuffix(".npz")
+    return re.sub(r"^\d+_", "", stem).lower() if pool == "adbench" else stem
 
 
-def find_datasets(data: Path) -> list[Dataset]:
-    """The .npz datasets under DATA/adbench (or DATA itself), sorted by name."""
+def pool_folder(data: Path, pool: str) -> Path:
+    """DATA/POOL, or DATA itself when it holds no pool folder (DATA is then the pool's folder;
+    one named after another pool is refused, so that one pool's files never pass for another's)."""
     if not data.is_dir():
-        raise HarnessError(f"data folder {data} does not exist; {GET_ADBENCH}")
-    folder = data / "adbench" if (data / "adbench").is_dir() else data
-    found = [Dataset(dataset_name(p), p) for p in sorted(folder.glob("*.npz"))]
+        raise HarnessError(f"data folder {data} does not exist; {GET_POOL[pool]}")
+    if (data / pool).is_dir():
+        return data / pool
+    other_pool = data.name in POOLS and data.name != pool
+    if other_pool or any((data / name).is_dir() for name in POOLS):
+        raise HarnessError(f"no folder {data / pool} for --pool {pool}; {GET_POOL[pool]}")
+    return data
+
+
+def find_datasets(data: Path, pool: str = DEFAULT_POOL) -> list[Dataset]:
+    """The .npz datasets under DATA/POOL (or DATA itself), sorted by name."""
+    folder = pool_folder(data, pool)
+    found = [Dataset(dataset_name(p, pool), p) for p in sorted(folder.glob("*.npz"))]
     if not found:
-        raise HarnessError(f"no .npz datasets in {folder}; {GET_ADBENCH}")
+        raise HarnessError(f"no .npz datasets in {folder}; {GET_POOL[pool]}")
     return sorted(found, key=lambda d: d.name)
 
 
 def select(datasets: list[Dataset], names: list[str] | None) -> list[Dataset]:
     if not names:
         return datasets
-    by_name = {d.name: d for d in datasets} | {d.path.stem.lower(): d for d in datasets}
+    by_name = {d.name.lower(): d for d in datasets} | {d.path.stem.lower(): d for d in datasets}
     missing = [n for n in names if n.lower() not in by_name]
     if missing:
         known = ", ".join(d.name for d in datasets)
@@ -216,6 +279,11 @@ def aggregate(records: list[dict[str, Any]], n_features: int) -> dict[str, Any]:
         out["test_nll_per_dim"] = _mean([r.get("test_nll_per_dim") for r in records])
     if "n_components" in records[0]:
         out["n_components"] = [r["n_components"] for r in records]
+    if "val_nll_per_dim" in records[0]:  # the flows' held-out NLL of the fit rows
+        out["val_nll_per_dim"] = _mean([r.get("val_nll_per_dim") for r in records])
+        out["epochs"] = [r.get("epochs") for r in records]
+    if "nonfinite_log_p" in records[0]:
+        out["nonfinite_log_p"] = sum(int(r.get("nonfinite_log_p") or 0) for r in records)
     out["n_train"] = round(float(np.mean([r["n_fit"] for r in records])))
     out["n_features"] = n_features
     out["test_normals"] = records[0]["test_normals"]
@@ -226,10 +294,11 @@ def aggregate(records: list[dict[str, Any]], n_features: int) -> dict[str, Any]:
     return out
 
 
-def read_published(data: Path) -> dict[str, dict[str, float]]:
-    """Published ROC-AUC (%) per dataset per method; empty when the CSV is absent."""
+def read_published(data: Path, pool: str = DEFAULT_POOL) -> dict[str, dict[str, float]]:
+    """Published ROC-AUC (%) per dataset per method; empty when the CSV is absent and for
+    the embeddings pool (the published table covers the classical datasets only)."""
     path = data / PUBLISHED_CSV
-    if not path.is_file():
+    if pool != "adbench" or not path.is_file():
         return {}
     table: dict[str, dict[str, float]] = {}
     with path.open(newline="") as f:
@@ -253,6 +322,11 @@ def summarise(
             "mean_train_time_s": _mean([r["train_time_s"] for r in rows]),
             "datasets": len(rows),
         }
+        if m in DENSITY_METHODS:
+            # The median: one dataset whose NLL spikes (GMM on cardio: 2978) would own a mean.
+            nll = [r.get("test_nll_per_dim") for r in rows]
+            finite = [v for v in nll if v is not None and math.isfinite(v)]
+            summary[m]["median_test_nll_per_dim"] = float(np.median(finite)) if finite else None
     if "densitywatch" in methods:
         dw = summary["densitywatch"]
         pairs = [
@@ -264,6 +338,10 @@ def summarise(
             1 for a, b in pairs if a is not None and b is not None and a < b
         )
         dw["nll_compared"] = len(pairs)
+        for other in ("maf", "nsf"):
+            if other in methods:
+                wins, compared = _nll_wins(datasets, "densitywatch", other)
+                dw[f"nll_wins_vs_{other}"], dw[f"nll_compared_{other}"] = wins, compared
         fprs = [
             d["densitywatch"]
             for d in datasets.values()
@@ -281,6 +359,17 @@ def summarise(
     return summary, published_summary
 
 
+def _nll_wins(datasets: dict[str, dict[str, Any]], a: str, b: str) -> tuple[int, int]:
+    """On how many datasets method a's test NLL is below b's, of those both ran on."""
+    pairs = [
+        (d[a].get("test_nll_per_dim"), d[b].get("test_nll_per_dim"))
+        for d in datasets.values()
+        if a in d and b in d
+    ]
+    wins = sum(1 for x, y in pairs if x is not None and y is not None and x < y)
+    return wins, len(pairs)
+
+
 def _fmt(v: Any, digits: int = 1) -> str:
     if v is None:
         return "–"
@@ -292,8 +381,10 @@ def _fmt(v: Any, digits: int = 1) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """Human-readable tables of a result document."""
     methods: list[str] = result["config"]["methods"]
+    pool = result["config"].get("pool", DEFAULT_POOL)
+    density = [m for m in methods if m in DENSITY_METHODS]
     lines = [
-        "# Detection benchmark (semi-supervised, ADBench classical)",
+        f"# Detection benchmark (semi-supervised, {POOL_TITLES[pool]})",
         "",
         f"Commit `{result['commit']}`, {result['seeds']} seeds, "
         f"{result['machine'].get('cpu', '?')} ({result['machine'].get('cpus_available', '?')} "
@@ -302,8 +393,9 @@ def markdown(result: dict[str, Any]) -> str:
         *_provenance(result),
         "## Summary",
         "",
-        "| method | mean ROC-AUC | mean PR-AUC | mean train s | published mean ROC-AUC |",
-        "|---|---|---|---|---|",
+        "| method | mean ROC-AUC | mean PR-AUC | median NLL/d | mean train s | "
+        "published mean ROC-AUC |",
+        "|---|---|---|---|---|---|",
     ]
     pub = result["published_summary"]
     pub_names = {"knn": "KNN", "iforest": "IForest", "ecod": "ECOD", "lof": "LOF"}
@@ -312,11 +404,12 @@ def markdown(result: dict[str, Any]) -> str:
         p = pub.get(pub_names.get(m, ""))
         lines.append(
             f"| {m} | {_fmt(s['mean_roc_auc'])} | {_fmt(s['mean_pr_auc'])} | "
+            f"{_fmt(s.get('median_test_nll_per_dim'), 3)} | "
             f"{_fmt(s['mean_train_time_s'], 2)} | {_fmt(p)} |"
         )
     if pub:
         best = max(pub, key=lambda k: pub[k])
-        lines.append(f"| published best ({best}) | {_fmt(pub[best])} | | | |")
+        lines.append(f"| published best ({best}) | {_fmt(pub[best])} | | | | |")
     speed = result.get("training_speed")
     if speed:
         lines += [
@@ -326,10 +419,15 @@ def markdown(result: dict[str, Any]) -> str:
         ]
     if "densitywatch" in methods:
         dw = result["summary"]["densitywatch"]
+        flows_won = "".join(
+            f", {other.upper()} on {dw[f'nll_wins_vs_{other}']} of {dw[f'nll_compared_{other}']}"
+            for other in ("maf", "nsf")
+            if f"nll_wins_vs_{other}" in dw
+        )
         lines += [
             "",
             f"densitywatch NLL below GMM on {dw['nll_wins_vs_gmm']} of {dw['nll_compared']} "
-            f"datasets; realised FPR at the 1% level within [0.5, 2.0]% on "
+            f"datasets{flows_won}; realised FPR at the 1% level within [0.5, 2.0]% on "
             f"{dw['datasets_fpr_in_range']} of {dw['datasets_fpr_eligible']} datasets with "
             "≥ 1000 test normals.",
         ]
@@ -359,6 +457,8 @@ def markdown(result: dict[str, Any]) -> str:
                 _fmt(dw.get("recall_at_1pct"), 1),
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    if density:
+        lines += _nll_table(result["datasets"], density)
     lines += ["", "## PR-AUC and train time (s) per dataset", ""]
     header2 = ["dataset", *[f"{m} PR" for m in methods], *[f"{m} s" for m in methods]]
     lines += ["| " + " | ".join(header2) + " |", "|" + "---|" * len(header2)]
@@ -369,6 +469,24 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _nll_table(datasets: dict[str, Any], density: list[str]) -> list[str]:
+    """Test NLL per dimension (nats, test normals) of each density method per dataset."""
+    header = ["dataset", *density]
+    lines = [
+        "",
+        "## Test NLL per dimension",
+        "",
+        "Mean −log p of the test normals / d, nats, raw units (lower is better).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for name, d in datasets.items():
+        cells = [name, *(_fmt(d.get(m, {}).get("test_nll_per_dim"), 3) for m in density)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _provenance(result: dict[str, Any]) -> list[str]:
@@ -420,6 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_DATA,
         help="folder holding adbench/*.npz and published/ (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pool",
+        choices=list(POOLS),
+        default=DEFAULT_POOL,
+        help="datasets: DATA/adbench (the classical tabular ones) or DATA/adbench-embeddings "
+        "(image and text embeddings, 512 or 768 features); results go to detection.json/.md "
+        "or detection-embeddings.json/.md (default: %(default)s)",
     )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds 0..N-1")
     p.add_argument("--datasets", nargs="+", metavar="NAME", help="subset, e.g. wbc glass")
@@ -507,6 +633,10 @@ def calibration_note(fraction: float) -> str:
 def base_notes(config: dict[str, Any]) -> list[str]:
     """The notes a configuration's result always carries."""
     notes = [*PROTOCOL_NOTES, calibration_note(config["calib_fraction"])]
+    if config.get("pool", DEFAULT_POOL) != "adbench":
+        notes.append(f"Pool {config['pool']}: no published scores exist for these datasets.")
+    # maf and nsf share one note: dict.fromkeys keeps it once, in the order of the methods.
+    notes += dict.fromkeys(METHOD_NOTES[m] for m in config["methods"] if m in METHOD_NOTES)
     for method, cap in config["fit_caps"].items():
         notes.append(f"{method}: fit on a random subsample of at most {cap} rows of the fit half.")
     if config["max_rows"]:
@@ -517,6 +647,7 @@ def base_notes(config: dict[str, Any]) -> list[str]:
 def config_of(args: argparse.Namespace, caps: dict[str, int]) -> dict[str, Any]:
     return {
         "protocol_version": PROTOCOL_VERSION,
+        "pool": args.pool,
         "methods": list(args.methods),
         "seeds": list(range(args.seeds)),
         "fit_caps": caps,
@@ -527,7 +658,17 @@ def config_of(args: argparse.Namespace, caps: dict[str, int]) -> dict[str, Any]:
     }
 
 
-PROTOCOL_KEYS = ("protocol_version", "methods", "seeds", "fit_caps", "max_rows", "calib_fraction")
+PROTOCOL_KEYS = (
+    "protocol_version",
+    "pool",
+    "methods",
+    "seeds",
+    "fit_caps",
+    "max_rows",
+    "calib_fraction",
+)
+# Values of config keys that files written before the key existed stand for.
+CONFIG_DEFAULTS: dict[str, Any] = {"pool": DEFAULT_POOL}
 
 
 def _config_differences(
@@ -535,7 +676,9 @@ def _config_differences(
 ) -> list[str]:
     """The keys (all of both configs' by default) whose values differ, sorted."""
     names = sorted(a.keys() | b.keys()) if keys is None else keys
-    return [k for k in names if a.get(k) != b.get(k)]
+    return [
+        k for k in names if a.get(k, CONFIG_DEFAULTS.get(k)) != b.get(k, CONFIG_DEFAULTS.get(k))
+    ]
 
 
 def _same_protocol(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -552,12 +695,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         raise HarnessError(f"--calib-fraction must be in [0, 0.5], got {args.calib_fraction}")
     caps = parse_caps(args.fit_cap)
     data = Path(args.data).resolve()
-    selection = select(find_datasets(data), args.datasets)
+    selection = select(find_datasets(data, args.pool), args.datasets)
     shard: Shard | None = args.shard
     datasets = shard.of(selection) if shard else selection
     if not datasets:
         raise HarnessError(f"--shard {shard} selects no dataset: {len(selection)} selected")
-    published = read_published(data)
+    published = read_published(data, args.pool)
     config = config_of(args, caps)
     methods: list[str] = config["methods"]
     options = MethodOptions(
@@ -565,7 +708,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = shard.name if shard else NAME
+    name = result_stem(args.pool, shard)
     partial_path = out / f"{name}{PARTIAL_SUFFIX}"
     done, done_seeds, earlier = _resumed(partial_path, config) if args.resume else ({}, {}, [])
     commands = [*earlier, command]
@@ -740,6 +883,7 @@ def merge(paths: list[Path], out: Path, command: str) -> dict[str, Any]:
     owners = _owners(shards)
     shards.sort(key=lambda s: (s[1]["shard"]["count"], s[1]["shard"]["index"]))
     docs = {path: doc for path, doc in shards}
+    # Each entry keeps the commit recorded by the shard (or --resume) that computed it.
     datasets = {n: docs[p]["datasets"][n] for n, p in owners.items()}
     # The shard holding the first dataset is shard 0 (the one measuring training_speed).
     first = docs[next(iter(owners.values()))]
@@ -764,8 +908,14 @@ def merge(paths: list[Path], out: Path, command: str) -> dict[str, Any]:
         for path, doc in shards
     ]
     out.mkdir(parents=True, exist_ok=True)
-    write_results(NAME, result, markdown(result), out_dir=out)
+    write_results(result_stem(pool_of(result)), result, markdown(result), out_dir=out)
     return result
+
+
+def pool_of(result: dict[str, Any]) -> str:
+    """The pool a result document's run read (files from before --pool: adbench)."""
+    pool: str = result["config"].get("pool", DEFAULT_POOL)
+    return pool
 
 
 def _other_machines(
@@ -869,7 +1019,7 @@ def _check_merge_options(parser: argparse.ArgumentParser, args: argparse.Namespa
 def _run_with_threads(args: argparse.Namespace, command: str) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    if "densitywatch" in args.methods:
+    if any(m in TORCH_METHODS for m in args.methods):
         import torch
 
         torch.set_num_threads(max(1, args.threads))
@@ -891,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = args.shard.name if args.shard else NAME
+    name = result_stem(pool_of(result), None if args.merge else args.shard)
     out = Path(args.out)
     print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
     for m, s in result["summary"].items():

@@ -1,11 +1,14 @@
 """The detectors the benchmark compares: densitywatch and its peers, behind one interface.
 
 Every method takes a split and returns anomaly scores for the test rows (higher = more
-anomalous) plus timings; density methods also return log p of the test rows.
+anomalous) plus timings; density methods (densitywatch, gmm, maf, nsf) also return log p of the
+test rows; sogaal (SO_GAAL, a GAN's discriminator) gives no likelihood.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 from collections.abc import Callable
@@ -16,10 +19,30 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.preprocessing import StandardScaler
 
-METHODS: tuple[str, ...] = ("densitywatch", "knn", "iforest", "ecod", "lof", "gmm")
-PEERS: tuple[str, ...] = ("knn", "iforest", "ecod", "lof")
+from benchmarks.detection import flows
+
+METHODS: tuple[str, ...] = (
+    "densitywatch",
+    "knn",
+    "iforest",
+    "ecod",
+    "lof",
+    "gmm",
+    "maf",
+    "nsf",
+    "sogaal",
+)
+PEERS: tuple[str, ...] = ("knn", "iforest", "ecod", "lof", "sogaal")
+FLOWS: tuple[flows.FlowKind, ...] = ("maf", "nsf")
+# Detectors whose PyOD decision_function is a normality score (higher = more normal): SO_GAAL
+# returns its discriminator's D(x), the probability that x is real data, where its paper
+# (Liu et al. 2019, Algorithm 1) scores outliers by 1 - D(x); pyod issue #119 reports it.
+NORMALITY_SCORES: frozenset[str] = frozenset({"sogaal"})
+# Methods that compute with torch: the harness sets torch's thread count when one runs.
+TORCH_METHODS: tuple[str, ...] = ("densitywatch", "maf", "nsf", "sogaal")
 GMM_COMPONENTS: tuple[int, ...] = (1, 2, 4, 8, 16)
 GMM_REG_COVAR = 1e-6
+NONFINITE_LOG_P = -1e12  # at most this for a test row whose log p is NaN or inf
 
 
 @dataclass
@@ -61,6 +84,7 @@ class MethodOptions:
     n_jobs: int = 1
     fit_caps: dict[str, int] | None = None  # method -> max fit rows (random subsample)
     calib_fraction: float = 0.2
+    flow_max_epochs: int = flows.MAX_EPOCHS  # tests lower it; runs keep the default
 
 
 def cap_rows(x: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
@@ -133,20 +157,33 @@ def _pyod_model(name: str, seed: int, n_jobs: int) -> object:
         from pyod.models.ecod import ECOD
 
         return ECOD()
+    if name == "sogaal":
+        import torch
+        from pyod.models.so_gaal import SO_GAAL
+
+        # SO_GAAL takes no random_state: its weights, noise and batch order come from
+        # torch's global generator, seeded here.
+        torch.manual_seed(seed)
+        return SO_GAAL()
     raise ValueError(f"unknown peer method {name!r}")
 
 
 def run_pyod(name: str, split: Split, options: MethodOptions) -> MethodRun:
-    """A PyOD detector on standardised inputs (scaler fitted on the fit rows, as ADBench does)."""
+    """A PyOD detector on standardised inputs (scaler fitted on the fit rows, as ADBench does);
+    higher scores = more anomalous (SO_GAAL's normality score is turned round)."""
     cap = (options.fit_caps or {}).get(name)
     x_fit = cap_rows(split.x_fit, cap, split.seed)
     scaler = standardiser(x_fit)
     z_fit, z_test = scaler.transform(x_fit), scaler.transform(split.x_test)
     model = _pyod_model(name, split.seed, options.n_jobs)
     start = time.perf_counter()
-    model.fit(z_fit)  # type: ignore[attr-defined]
+    # SO_GAAL prints a line per epoch; the benchmark's output is its progress bar.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.fit(z_fit)  # type: ignore[attr-defined]
     fitted = time.perf_counter()
     score = np.asarray(model.decision_function(z_test), dtype=np.float64)  # type: ignore[attr-defined]
+    if name in NORMALITY_SCORES:
+        score = 1.0 - score  # the harness ranks by anomaly score
     return MethodRun(
         score=score,
         train_time_s=fitted - start,
@@ -224,6 +261,54 @@ def run_gmm(split: Split, options: MethodOptions) -> MethodRun:
     )
 
 
+def finite_log_p(log_p: np.ndarray) -> tuple[np.ndarray, int]:
+    """log p with every non-finite value replaced by one below all finite ones (so those rows
+    rank as the most anomalous, where NaN would break ROC-AUC), and how many there were."""
+    bad = ~np.isfinite(log_p)
+    if not bad.any():
+        return log_p, 0
+    finite = log_p[~bad]
+    floor = min(NONFINITE_LOG_P, float(finite.min()) - 1.0) if finite.size else NONFINITE_LOG_P
+    return np.where(bad, floor, log_p), int(bad.sum())
+
+
+def run_flow(kind: flows.FlowKind, split: Split, options: MethodOptions) -> MethodRun:
+    """zuko's MAF or NSF on standardised inputs, log p in raw units.
+
+    Columns constant on the fit rows stay out of the flow: each is a Gaussian of std
+    `flows.CONSTANT_STD` (1e-3, raw units) around its constant, as GMM's reg_covar makes
+    it, so a test row that differs there is very improbable.
+    """
+    cap = (options.fit_caps or {}).get(kind)
+    x_fit = cap_rows(split.x_fit, cap, split.seed)
+    start = time.perf_counter()
+    scaler = standardiser(x_fit)
+    z_fit, z_test = scaler.transform(x_fit), scaler.transform(split.x_test)
+    log_jacobian = float(np.sum(np.log(scaler.scale_)))  # log|dz/dx| = -sum log sigma
+    prepared = time.perf_counter() - start
+    result = flows.fit_and_score(
+        kind, z_fit, z_test, log_jacobian, split.seed, max_epochs=options.flow_max_epochs
+    )
+    log_p, n_bad = finite_log_p(result.test_log_p)
+    fitted = result.fitted
+    return MethodRun(
+        score=-log_p,
+        train_time_s=prepared + result.train_time_s,
+        score_time_s=result.score_time_s,
+        n_fit=len(x_fit),
+        log_p=log_p,
+        extra={
+            "epochs": fitted.epochs,
+            "best_epoch": fitted.best_epoch,
+            "steps": fitted.steps,
+            "val_nll_per_dim": result.val_nll_per_dim,
+            "constant_columns": int((~fitted.varying).sum()),
+            "nonfinite_log_p": n_bad,
+            "stopped_nonfinite": int(fitted.stopped_nonfinite),
+        },
+    )
+
+
 def runner(name: str) -> Callable[[Split, MethodOptions], MethodRun]:
     """The function that runs method `name` on a split."""
     if name == "densitywatch":
@@ -232,4 +317,8 @@ def runner(name: str) -> Callable[[Split, MethodOptions], MethodRun]:
         return run_gmm
     if name in PEERS:
         return lambda split, options: run_pyod(name, split, options)
+    if name == "maf":
+        return lambda split, options: run_flow("maf", split, options)
+    if name == "nsf":
+        return lambda split, options: run_flow("nsf", split, options)
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import BaseModel, Field, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -119,8 +120,17 @@ class Manifest(BaseModel):
             >>> digest == manifest.model_copy(update={"stream": "api"}).content_digest()
             False
         """
-        body = self.model_dump(mode="json", exclude={"manifest_sha256"})
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return _digest(self.model_dump(mode="json"))
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's JSON object without `manifest_sha256`, keys sorted.
+
+    Reading checks the digest of the object as stored, not of the parsed model dumped
+    again: a field added to the manifest since it was written (with its default) must not
+    make an intact artifact look edited."""
+    body = {key: value for key, value in body.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 class Artifact:
@@ -341,7 +351,9 @@ def read_manifest(path: Path) -> Manifest:
         densitywatch.errors.ArtifactCorruptError: ...: no manifest.json
     """
     try:
-        manifest = Manifest.model_validate_json((path / MANIFEST).read_bytes())
+        text = (path / MANIFEST).read_bytes()
+        manifest = Manifest.model_validate_json(text)
+        stored = json.loads(text)
     except FileNotFoundError as e:
         raise ArtifactCorruptError(f"{path}: no {MANIFEST}") from e
     except ValidationError as e:
@@ -350,7 +362,7 @@ def read_manifest(path: Path) -> Manifest:
         raise ArtifactCorruptError(
             f"{path}: format version {manifest.format_version}, this build reads {FORMAT_VERSION}"
         )
-    if manifest.manifest_sha256 != manifest.content_digest():
+    if manifest.manifest_sha256 != _digest(stored):
         raise ArtifactCorruptError(f"{path}/{MANIFEST} was edited: its checksum does not match")
     return manifest
 
@@ -397,11 +409,23 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         model = DensityModel(
             manifest.feature_schema, manifest.architecture, orderings=state["orderings"]
         )
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(_without_masks(model, state), strict=True)
     except (KeyError, RuntimeError, ValueError, IndexError) as e:
         raise ArtifactCorruptError(f"{weights} does not match its manifest: {e}") from e
     model.eval()
     return Artifact(manifest, model, path)
+
+
+def _without_masks(model: DensityModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` less the MADE masks that artifacts written before masks were derived carry.
+
+    A stored mask must equal the one the stored orderings give: a mask that differs would
+    mean the weights were trained under another connectivity."""
+    derived = {name: buffer for name, buffer in model.named_buffers() if name.endswith(".mask")}
+    for name in set(state) & set(derived):
+        if not torch.equal(state[name].to(derived[name].dtype), derived[name]):
+            raise ValueError(f"stored mask {name} does not follow from the orderings")
+    return {name: value for name, value in state.items() if name not in derived}
 
 
 def with_calibration(artifact: Artifact, calibration: Calibration) -> Manifest:

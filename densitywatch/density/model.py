@@ -5,7 +5,10 @@ Input to `log_prob` is the encoded raw record (see `Schema.encode`): numeric fea
 their raw values, categorical features as vocabulary indices. The returned log p is the
 density of the *raw* record: the preprocessing's log-Jacobian is included, and an integer
 feature contributes the log-probability of its lattice point (uniform dequantisation), so a
-threshold means the same whatever the preprocessing.
+threshold means the same whatever the preprocessing. A continuous feature with an atom (a
+value it takes with positive probability, such as exact zeros) contributes log P(atom) when
+it sits on the atom and log P(not atom) + log density otherwise: a density alone would put
+an unbounded spike there.
 
 References:
     Germain, Gregor, Murray, Larochelle. MADE: Masked Autoencoder for Distribution
@@ -13,6 +16,9 @@ References:
 
     Theis, van den Oord, Bethge. A Note on the Evaluation of Generative Models. ICLR 2016.
     https://arxiv.org/abs/1511.01844 (uniform dequantisation of integer data)
+
+    Lambert. Zero-Inflated Poisson Regression. Technometrics 34(1), 1992 (a point mass
+    mixed with a distribution, the atoms' conditional)
 """
 
 from __future__ import annotations
@@ -38,14 +44,19 @@ class ArchitectureSpec(BaseModel):
     """Network shape; the orderings themselves live in the weights (buffer `orderings`).
 
     Example:
-        >>> ArchitectureSpec()
-        ArchitectureSpec(hidden_width=128, hidden_layers=2, n_components=8, n_orderings=1)
+        >>> ArchitectureSpec()  # doctest: +NORMALIZE_WHITESPACE
+        ArchitectureSpec(hidden_width=128, hidden_layers=2, n_components=8, n_orderings=1,
+                         shared_weights=False)
     """
 
     hidden_width: int = Field(default=128, ge=1, description="Units per hidden layer.")
     hidden_layers: int = Field(default=2, ge=1, description="Number of hidden layers.")
     n_components: int = Field(default=8, ge=1, description="Gaussians per continuous conditional.")
     n_orderings: int = Field(default=1, ge=1, description="Ensemble size (mixture of orderings).")
+    shared_weights: bool = Field(
+        default=False,
+        description="One network for all orderings (order-agnostic MADE) instead of one each.",
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,9 @@ class DensityModel(nn.Module):
     std: torch.Tensor
     cat_sizes: torch.Tensor
     cat_valid: torch.Tensor
+    has_atom: torch.Tensor
+    atom_value: torch.Tensor
+    atom_index: torch.Tensor
 
     def __init__(
         self,
@@ -126,7 +140,7 @@ class DensityModel(nn.Module):
         self._register_preprocessing(schema)
         in_deg, out_deg = self._unit_degrees()
         hidden = [architecture.hidden_width] * architecture.hidden_layers
-        self.net = MaskedMLP(in_deg, out_deg, hidden)
+        self.net = MaskedMLP(in_deg, out_deg, hidden, shared=architecture.shared_weights)
         self._init_output_bias()
 
     def _init_output_bias(self) -> None:
@@ -164,26 +178,37 @@ class DensityModel(nn.Module):
         for name in ("mean", "std"):
             values = [getattr(feats[j], name) for j in num]
             self.register_buffer(name, torch.tensor(values, dtype=torch.float64))
+        atoms = [feats[j].atom for j in num]
+        self.register_buffer("has_atom", torch.tensor([a is not None for a in atoms]))
+        self.register_buffer(
+            "atom_value", torch.tensor([a or 0.0 for a in atoms], dtype=torch.float64)
+        )
+        self.register_buffer(
+            "atom_index",  # positions among the numeric features
+            torch.tensor([i for i, a in enumerate(atoms) if a is not None], dtype=torch.long),
+        )
         self.register_buffer("cat_sizes", torch.tensor(sizes, dtype=torch.long))
         valid = torch.arange(vmax)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]
         self.register_buffer("cat_valid", valid.reshape(len(cat), vmax))
         # Static facts of the schema that let log_prob skip whole steps (fewer tensor
         # operations: per-operation overhead dominates small batches).
         self._n_num, self._n_cat = len(num), len(cat)
-        self._all_numeric = not cat
+        self._n_atom = sum(a is not None for a in atoms)
+        self._plain = not cat and not self._n_atom  # every feature a plain numeric one
         self._any_integer = any(feats[j].kind == FeatureKind.INTEGER for j in num)
         self._any_log = any(feats[j].log_transform for j in num)
 
     def _unit_degrees(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member degrees of input units [numeric z | one-hots] and output units."""
+        """Per-member degrees of input units [numeric z | atom flags | one-hots] and output
+        units [mixture parameters | atom logits | categorical logits]."""
         k, vmax = self.architecture.n_components, self.vmax
         ins, outs = [], []
         for ordering in self.orderings:
             deg = feature_degrees(ordering)
             num_deg, cat_deg = deg[self.num_index], deg[self.cat_index]
-            ins.append(torch.cat([num_deg, cat_deg.repeat_interleave(vmax)]))
-            num_out = num_deg.repeat_interleave(3 * k)
-            outs.append(torch.cat([num_out, cat_deg.repeat_interleave(vmax)]))
+            atom_deg, cat_units = num_deg[self.atom_index], cat_deg.repeat_interleave(vmax)
+            ins.append(torch.cat([num_deg, atom_deg, cat_units]))
+            outs.append(torch.cat([num_deg.repeat_interleave(3 * k), atom_deg, cat_units]))
         return torch.stack(ins), torch.stack(outs)
 
     @property
@@ -239,10 +264,16 @@ class DensityModel(nn.Module):
         x = torch.where(self.log_transform, torch.sign(y) * torch.expm1(y.abs()), y)
         return torch.where(self.is_integer, torch.floor(x), x)
 
-    def _network_input(self, z: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+    def _on_atom(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, A) whether each atom feature's raw value (n, Dn) sits exactly on its atom."""
+        return x[:, self.atom_index] == self.atom_value[self.atom_index]
+
+    def _network_input(
+        self, z: torch.Tensor, on_atom: torch.Tensor, cat: torch.Tensor
+    ) -> torch.Tensor:
         onehot = F.one_hot(cat.clamp(max=self.vmax), self.vmax + 1)[..., : self.vmax]
         flat = onehot.reshape(cat.shape[0], -1).to(torch.float32)
-        return torch.cat([z.to(torch.float32), flat], dim=1)
+        return torch.cat([z.to(torch.float32), on_atom.to(torch.float32), flat], dim=1)
 
     # -- density --------------------------------------------------------------------------
     def member_terms(self, x: torch.Tensor) -> torch.Tensor:
@@ -268,24 +299,33 @@ class DensityModel(nn.Module):
         """
         x = x.to(torch.float64)
         n, k = x.shape[0], self.architecture.n_components
-        if self._all_numeric:  # num_index is every feature, in order
+        if self._plain:  # num_index is every feature, in order
             z, log_jac = self._preprocess(x)
             zf = z.to(torch.float32)
             out = self.net(zf.unsqueeze(0).expand(self.n_members, -1, -1))
             params = out.reshape(-1, n, x.shape[1], 3 * k)
             return cond.mixture_log_prob(params, zf) + log_jac.to(torch.float32)
-        z, log_jac = self._preprocess(x[:, self.num_index])
+        xn = x[:, self.num_index]
+        z, log_jac = self._preprocess(xn)
+        on_atom = self._on_atom(xn)
+        if self._n_atom:  # the density's input on the atom is a constant: the flag carries it
+            z = torch.where((xn == self.atom_value) & self.has_atom, 0.0, z)
         cat = x[:, self.cat_index].long()
-        h = self._network_input(z, cat)
+        h = self._network_input(z, on_atom, cat)
         out = self.net(h.unsqueeze(0).expand(self.n_members, -1, -1))
-        dn, dc = self._n_num, self._n_cat
+        dn, dc, da = self._n_num, self._n_cat, self._n_atom
         terms = out.new_zeros(out.shape[0], n, self.n_features)
         if dn:
             params = out[..., : dn * 3 * k].reshape(-1, n, dn, 3 * k)
             num_terms = cond.mixture_log_prob(params, z.to(out.dtype)) + log_jac.to(out.dtype)
+            if da:
+                logit = out[..., dn * 3 * k : dn * 3 * k + da]
+                dense = num_terms[..., self.atom_index]
+                atom_terms = torch.where(on_atom, F.logsigmoid(logit), F.logsigmoid(-logit) + dense)
+                num_terms = num_terms.index_copy(-1, self.atom_index, atom_terms)
             terms[..., self.num_index] = num_terms
         if dc:
-            logits = out[..., dn * 3 * k :].reshape(-1, n, dc, self.vmax)
+            logits = out[..., dn * 3 * k + da :].reshape(-1, n, dc, self.vmax)
             terms[..., self.cat_index] = cond.categorical_log_prob(
                 logits, self.cat_valid, cat, self.cat_sizes
             )
@@ -345,26 +385,37 @@ class DensityModel(nn.Module):
         return out
 
     def _sample_member(self, e: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        k, dn = self.architecture.n_components, len(self.num_index)
+        k, dn, da = self.architecture.n_components, self._n_num, self._n_atom
         z = torch.zeros(n, dn, dtype=torch.float64)
+        on_atom = torch.zeros(n, da, dtype=torch.bool)
         cat = torch.zeros(n, len(self.cat_index), dtype=torch.long)
         num_pos = {int(j): i for i, j in enumerate(self.num_index)}
         cat_pos = {int(j): i for i, j in enumerate(self.cat_index)}
+        atom_pos = {int(i): a for a, i in enumerate(self.atom_index)}
         for feature in self.orderings[e].tolist():
-            h = self._network_input(z, cat).unsqueeze(0).expand(self.n_members, -1, -1)
-            out = self.net(h)[e]
+            h = self._network_input(z, on_atom, cat).unsqueeze(0)
+            out = self.net(h.expand(self.n_members, -1, -1))[e]
             if feature in num_pos:
                 i = num_pos[feature]
                 params = out[:, i * 3 * k : (i + 1) * 3 * k]
                 z[:, i] = cond.mixture_sample(params, generator).double()
+                if i in atom_pos:
+                    a = atom_pos[i]
+                    p_atom = torch.sigmoid(out[:, dn * 3 * k + a].double())
+                    on_atom[:, a] = torch.rand(n, generator=generator, dtype=torch.float64) < p_atom
+                    z[:, i] = z[:, i] * ~on_atom[:, a]
             else:
                 i = cat_pos[feature]
-                start = dn * 3 * k + i * self.vmax
+                start = dn * 3 * k + da + i * self.vmax
                 logits = out[:, start : start + self.vmax]
                 cat[:, i] = cond.categorical_sample(logits, self.cat_valid[i], generator)
         x = torch.zeros(n, self.n_features, dtype=torch.float64)
         if dn:
-            x[:, self.num_index] = self._postprocess(z)
+            raw = self._postprocess(z)
+            if da:
+                atoms = self.atom_value[self.atom_index].expand(n, -1)
+                raw[:, self.atom_index] = torch.where(on_atom, atoms, raw[:, self.atom_index])
+            x[:, self.num_index] = raw
         if len(self.cat_index):
             x[:, self.cat_index] = cat.double()
         return x

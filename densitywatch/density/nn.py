@@ -20,9 +20,14 @@ from densitywatch.density.masks import made_masks
 
 
 class MaskedLinear(nn.Module):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask (stored as a buffer).
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask.
+
+    The mask is a non-persistent buffer: it follows from the stored orderings, so the
+    artifact holds the weights alone and a loaded model derives its masks again.
 
     `mask` is (E, out, in): one mask per ensemble member, y_e = x_e (W_e ⊙ M_e)ᵀ + b_e.
+    With `shared`, the members share one weight matrix and bias (W_e = W), as MADE's
+    order-agnostic training does: an ensemble of E orderings for the parameters of one.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -35,29 +40,43 @@ class MaskedLinear(nn.Module):
 
     mask: torch.Tensor
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    def __init__(self, mask: torch.Tensor, shared: bool = False) -> None:
         super().__init__()
         members, out_features, in_features = mask.shape
-        self.register_buffer("mask", mask.clone())
-        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(members, 1, out_features))
+        copies = 1 if shared else members
+        self.register_buffer("mask", mask.clone(), persistent=False)
+        self.weight = nn.Parameter(torch.empty(copies, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(copies, 1, out_features))
         bound = 1.0 / math.sqrt(max(in_features, 1))
         nn.init.uniform_(self.weight, -bound, bound)
         with torch.no_grad():
-            # Rescale so each unit's fan-in is the number of inputs it actually sees.
-            fan_in = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+            # Rescale so each unit's fan-in is the number of inputs it actually sees (on
+            # average over the members that share the weights).
+            fan_in = mask.sum(dim=-1, keepdim=True)
+            if shared:
+                fan_in = fan_in.mean(dim=0, keepdim=True)
+            fan_in = fan_in.clamp(min=1.0)
             self.weight.mul_(math.sqrt(max(in_features, 1)) / fan_in.sqrt())
         self.folded = False
 
     def fold(self) -> None:
-        """Multiply the mask into the weights once, so inference skips the masking."""
+        """Multiply the mask into the weights once, so inference skips the masking.
+
+        Shared weights keep their one copy (what an artifact stores) and gain a masked copy
+        per member, a buffer that is never saved."""
         with torch.no_grad():
-            self.weight.mul_(self.mask)
+            if self.weight.shape[0] == self.mask.shape[0]:
+                self.weight.mul_(self.mask)
+            else:
+                self.register_buffer("folded_weight", self.weight * self.mask, persistent=False)
         self.folded = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (E, n, in) -> (E, n, out)."""
-        weight = self.weight if self.folded else self.weight * self.mask
+        if not self.folded:
+            weight = self.weight * self.mask
+        else:
+            weight = getattr(self, "folded_weight", self.weight)
         return torch.baddbmm(self.bias, x, weight.transpose(1, 2))
 
 
@@ -87,15 +106,17 @@ class MaskedMLP(nn.Module):
         input_degrees: torch.Tensor,
         output_degrees: torch.Tensor,
         hidden_widths: list[int],
+        shared: bool = False,
     ) -> None:
-        """`*_degrees`: (E, units) per ensemble member; a feature's units share its degree."""
+        """`*_degrees`: (E, units) per ensemble member; a feature's units share its degree.
+        `shared`: one set of weights for all members (see `MaskedLinear`)."""
         super().__init__()
         layer_masks = [
             made_masks(input_degrees[e], hidden_widths, output_degrees[e])
             for e in range(input_degrees.shape[0])
         ]
         stacked = [torch.stack(ms) for ms in zip(*layer_masks, strict=True)]
-        self.layers = nn.ModuleList(MaskedLinear(m) for m in stacked)
+        self.layers = nn.ModuleList(MaskedLinear(m, shared) for m in stacked)
 
     def fold(self) -> None:
         """Fold masks into weights for inference (irreversible: do not train afterwards).

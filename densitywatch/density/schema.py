@@ -38,7 +38,7 @@ class FeatureKind(StrEnum):
         (<FeatureKind.INTEGER: 'integer'>, True)
     """
 
-    CONTINUOUS = "continuous"  # mixture-of-Gaussians conditional on the preprocessed value
+    CONTINUOUS = "continuous"  # mixture-of-Gaussians conditional, plus an optional atom
     INTEGER = "integer"  # as continuous, after uniform dequantisation of the integer lattice
     CATEGORICAL = "categorical"  # softmax over the vocabulary plus an "unseen" slot
 
@@ -66,11 +66,23 @@ class FeatureSpec(BaseModel):
     log_transform: bool = Field(
         default=False, description="Apply sign(x)·log1p(|x|) before standardising."
     )
+    atom: float | None = Field(
+        default=None,
+        description="A value this continuous feature takes with positive probability (exact "
+        "zeros, a sentinel): the model gives it a probability of its own and the other "
+        "values a density (a zero-inflated conditional).",
+    )
     mean: float = 0.0
     std: float = 1.0
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
+        if self.atom is not None and not (
+            self.kind == FeatureKind.CONTINUOUS and math.isfinite(self.atom)
+        ):
+            raise ValueError(
+                f"feature {self.name!r}: an atom needs a continuous kind and a finite value"
+            )
         if self.kind == FeatureKind.CATEGORICAL and not self.vocabulary:
             raise ValueError(f"categorical feature {self.name!r} needs a vocabulary")
         if self.raw_type == RawType.STRING and self.kind != FeatureKind.CATEGORICAL:

@@ -28,12 +28,14 @@ class Capacity(BaseModel):
     n_components: int
     n_orderings: int = 1
     weight_decay: float = 0.0
+    shared_weights: bool = False
 
     def architecture(self) -> ArchitectureSpec:
         return ArchitectureSpec(
             hidden_width=self.hidden_width,
             n_components=self.n_components,
             n_orderings=self.n_orderings,
+            shared_weights=self.shared_weights,
         )
 
 

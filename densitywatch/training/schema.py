@@ -6,10 +6,12 @@ Rules (documented in docs/model.md):
 - a numeric column with at most `max_categorical_values` distinct values is categorical
   (its values become the vocabulary), so lattice points cannot make log p blow up;
 - a numeric column whose values are all integers is `integer` (uniformly dequantised);
-- otherwise it is `continuous`;
+- otherwise it is `continuous`; with `atom_fraction` set, its most frequent value is its
+  atom (a probability of its own, not a density spike) when it holds that share of the rows;
 - a non-negative column whose skewness exceeds `log_skew` gets the transform sign(x)·log1p(|x|)
   when that reduces the skewness;
-- every numeric non-categorical column is standardised (mean, std after the transform).
+- every numeric non-categorical column is standardised (mean, std after the transform, over
+  the values off the atom).
 An all-missing column, or a constant one, is an error naming the column (declare it
 categorical in the config to keep a constant column as a one-value category).
 """
@@ -38,6 +40,14 @@ class InferenceOptions(BaseModel):
     max_vocabulary: int = Field(default=256, ge=1, description="Largest categorical vocabulary.")
     log_skew: float = Field(
         default=2.0, description="Skewness above which a log transform is tried."
+    )
+    atom_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="A continuous column's most frequent value is an atom when it holds at "
+        "least this share of the rows; None: no atoms (the default until the benchmark "
+        "confirms them on both data pools).",
     )
     constant: str = Field(
         default="error", description="Constant columns: 'error' or 'categorical' (one value)."
@@ -107,7 +117,22 @@ def _categorical(
     )
 
 
+def _atom(x: np.ndarray, options: InferenceOptions) -> float | None:
+    """The most frequent value of a continuous column, if it is frequent enough to be an
+    atom and leaves at least two other distinct values for the density."""
+    if options.atom_fraction is None:
+        return None
+    values, counts = np.unique(x, return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] < options.atom_fraction * len(x) or len(values) < 3:
+        return None
+    return float(values[top])
+
+
 def _numeric(name: str, x: np.ndarray, kind: FeatureKind, options: InferenceOptions) -> FeatureSpec:
+    atom = _atom(x, options) if kind == FeatureKind.CONTINUOUS else None
+    if atom is not None:
+        x = x[x != atom]
     y = x + 0.5 if kind == FeatureKind.INTEGER else x
     log = False
     if y.min() >= 0 and _skew(y) > options.log_skew:
@@ -118,7 +143,12 @@ def _numeric(name: str, x: np.ndarray, kind: FeatureKind, options: InferenceOpti
     if kind == FeatureKind.INTEGER:
         std = max(std, 0.5)  # the dequantisation noise alone has std ~0.29
     return FeatureSpec(
-        name=name, kind=kind, log_transform=log, mean=float(y.mean()), std=max(std, 1e-6)
+        name=name,
+        kind=kind,
+        log_transform=log,
+        atom=atom,
+        mean=float(y.mean()),
+        std=max(std, 1e-6),
     )
 
 

@@ -156,18 +156,20 @@ def wait_serving(target: str, process: subprocess.Popen[bytes], log_path: Path) 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + SERVE_TIMEOUT_S
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise SmokeError(f"densitywatch serve exited {process.returncode}:\n{tail}")
-            with contextlib.suppress(grpc.RpcError):
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            time.sleep(0.2)
-    raise SmokeError(f"densitywatch serve not SERVING after {SERVE_TIMEOUT_S:.0f} s")
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise SmokeError(f"densitywatch serve exited {process.returncode}:\n{tail}")
+        # A channel per attempt: a channel whose first connection was refused backs off
+        # (up to two minutes on older grpcio) and would miss the server coming up.
+        with grpc.insecure_channel(target) as channel, contextlib.suppress(grpc.RpcError):
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        time.sleep(0.2)
+    tail = log_path.read_text(errors="replace")[-3000:]
+    raise SmokeError(f"densitywatch serve not SERVING after {SERVE_TIMEOUT_S:.0f} s:\n{tail}")
 
 
 # -- checks over gRPC ------------------------------------------------------------------------

@@ -16,9 +16,15 @@ from densitywatch.density.schema import FeatureKind, FeatureSpec, RawType, Schem
 torch.set_num_threads(1)
 
 
-def continuous(name: str, mean: float = 0.0, std: float = 1.0, log: bool = False) -> FeatureSpec:
+def continuous(
+    name: str,
+    mean: float = 0.0,
+    std: float = 1.0,
+    log: bool = False,
+    atom: float | None = None,
+) -> FeatureSpec:
     return FeatureSpec(
-        name=name, kind=FeatureKind.CONTINUOUS, mean=mean, std=std, log_transform=log
+        name=name, kind=FeatureKind.CONTINUOUS, mean=mean, std=std, log_transform=log, atom=atom
     )
 
 
@@ -39,7 +45,8 @@ def number_cat(name: str, vocabulary: list[float]) -> FeatureSpec:
 
 
 def mixed_schema() -> Schema:
-    """Every kind at once, categoricals of different vocabulary sizes (so padding is used)."""
+    """Every kind at once, categoricals of different vocabulary sizes (so padding is used),
+    and continuous features with atoms."""
     return Schema(
         features=[
             continuous("c0", mean=2.0, std=3.0),
@@ -47,6 +54,18 @@ def mixed_schema() -> Schema:
             integer("i2", mean=10.0, std=4.0),
             number_cat("n3", [0.5, 7.0]),
             continuous("c4", mean=1.0, std=0.5, log=True),
+            continuous("c5", mean=1.0, std=2.0, atom=0.0),
+        ]
+    )
+
+
+def atom_schema() -> Schema:
+    """Continuous features with atoms (one log-transformed) beside a plain one."""
+    return Schema(
+        features=[
+            continuous("a", mean=1.0, std=2.0, atom=0.0),
+            continuous("b", mean=3.0, std=1.0),
+            continuous("c", mean=0.5, std=0.7, log=True, atom=-1.0),
         ]
     )
 
@@ -69,9 +88,14 @@ def make_model(
     components: int = 3,
     orderings: int = 1,
     seed: int = 0,
+    shared: bool = False,
 ) -> DensityModel:
     arch = ArchitectureSpec(
-        hidden_width=width, hidden_layers=layers, n_components=components, n_orderings=orderings
+        hidden_width=width,
+        hidden_layers=layers,
+        n_components=components,
+        n_orderings=orderings,
+        shared_weights=shared,
     )
     return perturb(DensityModel(schema, arch, seed=seed), seed=seed + 1000)
 
@@ -106,4 +130,6 @@ def random_encoded(schema: Schema, n: int, seed: int) -> np.ndarray:
             cols.append(np.expm1(np.abs(rng.normal(f.mean, f.std, n))))
         else:
             cols.append(rng.normal(f.mean, f.std, n))
+        if f.atom is not None:
+            cols[-1][::2] = f.atom  # every other record on the atom, the rest off it
     return np.stack(cols, axis=1)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from densitywatch.density.artifact import (
     MANIFEST,
@@ -27,6 +29,7 @@ from densitywatch.density.artifact import (
 )
 from densitywatch.density.calibration import calibrate
 from densitywatch.density.model import DensityModel
+from densitywatch.density.schema import Schema
 from tests.density.density_support import make_model, mixed_schema, random_encoded
 
 torch.set_num_threads(1)
@@ -87,6 +90,91 @@ def test_round_trip_of_a_folded_model(store: ArtifactStore, model: DensityModel)
         expected = model.log_prob(x).total
         store.write(model.fold(), _manifest(model))
         assert torch.equal(store.load("hosts").model.log_prob(x).total, expected)
+
+
+def _rewrite_as_an_older_writer(folder: Path, drop: dict[str, list[str]]) -> None:
+    """Remove fields an older writer did not know (`drop`: section -> keys; "feature" for
+    every feature) and re-sign the manifest the way that writer signed it."""
+    body = json.loads((folder / MANIFEST).read_text())
+    for feature in body["feature_schema"]["features"]:
+        for key in drop.get("feature", []):
+            feature.pop(key, None)
+    for key in drop.get("architecture", []):
+        body["architecture"].pop(key, None)
+    unsigned = {k: v for k, v in body.items() if k != "manifest_sha256"}
+    body["manifest_sha256"] = hashlib.sha256(
+        json.dumps(unsigned, sort_keys=True).encode()
+    ).hexdigest()
+    (folder / MANIFEST).write_text(json.dumps(body, indent=2))
+
+
+def test_a_manifest_from_before_atoms_and_shared_weights_still_loads(
+    written: Path, model: DensityModel
+) -> None:
+    plain = make_model(
+        Schema(features=[f.model_copy(update={"atom": None}) for f in mixed_schema().features]),
+        orderings=3,
+        seed=4,
+    )
+    store = ArtifactStore(written.parent.parent / "older")
+    folder = store.write(plain, _manifest(plain)).path
+    _rewrite_as_an_older_writer(folder, {"feature": ["atom"], "architecture": ["shared_weights"]})
+    loaded = load_artifact(folder)
+    assert loaded.manifest.architecture.shared_weights is False
+    x = torch.from_numpy(random_encoded(plain.schema, 20, seed=3))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), plain(x))
+
+
+def test_weights_are_stored_without_masks(written: Path) -> None:
+    with safe_open(str(written / WEIGHTS), framework="pt") as f:
+        names = list(f.keys())
+    assert names and not [n for n in names if n.endswith(".mask")]
+
+
+def test_weights_written_with_their_masks_load_and_a_wrong_mask_is_refused(
+    written: Path, model: DensityModel
+) -> None:
+    full = {k: v.contiguous() for k, v in model.state_dict().items()}
+    masks = {n: b.contiguous() for n, b in model.named_buffers() if n.endswith(".mask")}
+    save_file({**full, **masks}, str(written / WEIGHTS))
+    _resign_weights(written)
+    x = torch.from_numpy(random_encoded(mixed_schema(), 20, seed=2))
+    with torch.no_grad():
+        assert torch.equal(load_artifact(written).model(x), model(x))
+    name = next(iter(masks))
+    masks[name] = 1.0 - masks[name]
+    save_file({**full, **masks}, str(written / WEIGHTS))
+    _resign_weights(written)
+    with pytest.raises(ArtifactCorruptError, match="does not follow from the orderings"):
+        load_artifact(written)
+
+
+def _resign_weights(folder: Path) -> None:
+    body = json.loads((folder / MANIFEST).read_text())
+    body["weights_sha256"] = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
+    unsigned = {k: v for k, v in body.items() if k != "manifest_sha256"}
+    body["manifest_sha256"] = hashlib.sha256(
+        json.dumps(unsigned, sort_keys=True).encode()
+    ).hexdigest()
+    (folder / MANIFEST).write_text(json.dumps(body))
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_shared_weights_round_trip_with_one_copy_of_the_weights(
+    store: ArtifactStore, folded: bool
+) -> None:
+    shared = make_model(mixed_schema(), orderings=4, seed=9, shared=True)
+    x = torch.from_numpy(random_encoded(mixed_schema(), 50, seed=4))
+    with torch.no_grad():
+        expected = shared.log_prob(x).total
+        written = store.write(shared.fold() if folded else shared, _manifest(shared)).path
+        loaded = load_artifact(written)
+        assert torch.allclose(loaded.model.log_prob(x).total, expected, atol=1e-5)
+        assert torch.allclose(loaded.model.fold().log_prob(x).total, expected, atol=1e-5)
+    with safe_open(str(written / WEIGHTS), framework="pt") as f:
+        shapes = {n: f.get_slice(n).get_shape() for n in f.keys() if n.endswith("weight")}  # noqa: SIM118
+    assert shapes and all(shape[0] == 1 for shape in shapes.values())
 
 
 def test_versions_increment_and_old_versions_are_kept(

@@ -20,6 +20,7 @@ from densitywatch.density.model import (
 )
 from densitywatch.density.schema import FeatureKind, FeatureSpec, Schema
 from tests.density.density_support import (
+    atom_schema,
     continuous,
     integer,
     make_model,
@@ -58,6 +59,7 @@ SCHEMAS: dict[str, Callable[[], Schema]] = {
             string_cat("c", ["u", "v", "w"]),
         ]
     ),
+    "atoms": atom_schema,
     "mixed": mixed_schema,
 }
 CASES = list(itertools.product(SCHEMAS, [1, 4]))
@@ -74,11 +76,15 @@ def _numeric(schema: Schema) -> list[int]:
 # -- autoregressive property ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize(("name", "orderings"), CASES)
-def test_member_terms_gradients_follow_each_ordering(name: str, orderings: int) -> None:
-    """d term_i / d x_j = 0 when x_j comes after x_i in member e's ordering, != 0 before."""
+def test_member_terms_gradients_follow_each_ordering(
+    name: str, orderings: int, shared: bool
+) -> None:
+    """d term_i / d x_j = 0 when x_j comes after x_i in member e's ordering, != 0 before,
+    whether the members have weights of their own or share one network."""
     schema = SCHEMAS[name]()
-    model = make_model(schema, orderings=orderings, seed=3)
+    model = make_model(schema, orderings=orderings, seed=3, shared=shared)
     numeric = _numeric(schema)
     if not numeric:
         pytest.skip("no differentiable raw inputs; covered by the network-input test")
@@ -98,14 +104,16 @@ def test_member_terms_gradients_follow_each_ordering(name: str, orderings: int) 
 
 def _unit_features(model: DensityModel) -> tuple[list[int], list[int]]:
     """Which feature each network input / output unit belongs to, from the documented
-    layout [numeric z | categorical one-hots] -> [numeric 3K params | categorical logits]."""
+    layout [numeric z | atom flags | categorical one-hots] -> [numeric 3K params | atom
+    logits | categorical logits]."""
     feats = model.schema.features
     num = [j for j, f in enumerate(feats) if f.kind != FeatureKind.CATEGORICAL]
     cat = [j for j, f in enumerate(feats) if f.kind == FeatureKind.CATEGORICAL]
+    atoms = [j for j in num if feats[j].atom is not None]
     vmax = max((len(feats[j].vocabulary or []) for j in cat), default=1)
     k = model.architecture.n_components
-    ins = num + [j for j in cat for _ in range(vmax)]
-    outs = [j for j in num for _ in range(3 * k)] + [j for j in cat for _ in range(vmax)]
+    ins = num + atoms + [j for j in cat for _ in range(vmax)]
+    outs = [j for j in num for _ in range(3 * k)] + atoms + [j for j in cat for _ in range(vmax)]
     return ins, outs
 
 
@@ -123,8 +131,9 @@ def test_network_jacobian_respects_degrees_including_one_hot_inputs(
         assert torch.equal(out_deg[e], deg[out_feat]), "output layout"
 
     x = torch.from_numpy(random_encoded(schema, 2, seed=2))
-    z, _ = model._preprocess(x[:, model.num_index])
-    h = model._network_input(z, x[:, model.cat_index].long())
+    xn = x[:, model.num_index]
+    z, _ = model._preprocess(xn)
+    h = model._network_input(z, model._on_atom(xn), x[:, model.cat_index].long())
     assert h.shape == (2, len(in_feat))
     h_members = h.unsqueeze(0).expand(orderings, -1, -1).clone()
     jac = torch.autograd.functional.jacobian(model.net, h_members)  # (E, n, O, E, n, U)
@@ -289,6 +298,37 @@ def test_categorical_probabilities_with_unseen_sum_to_one_in_an_ensemble() -> No
     assert 1e-7 < p[unseen].sum() < 3e-6
 
 
+@pytest.mark.parametrize("orderings", [1, 2])
+def test_atom_mass_plus_density_elsewhere_is_one(orderings: int) -> None:
+    """P(x0 = atom, x1) + ∫ p(x0, x1) dx0 off the atom, integrated over x1, is 1 in both
+    orders (the atom feature conditioning the other one and conditioned on it)."""
+    schema = Schema(features=[continuous("x0", 1.0, 2.0, atom=0.0), continuous("x1", -1.0, 0.5)])
+    model = make_model(schema, orderings=orderings, seed=7)
+    x0, d0 = _raw_grid(schema.features[0])
+    x1, d1 = _raw_grid(schema.features[1])
+    g0, g1 = np.meshgrid(x0, x1, indexing="ij")
+    p = _density(model, np.stack([g0.ravel(), g1.ravel()], axis=1)).reshape(g0.shape)
+    dense = float(np.trapezoid(np.trapezoid(p * d1[None, :], _U, axis=1) * d0, _U))
+    on_atom = np.stack([np.zeros_like(x1), x1], axis=1)
+    mass = float(np.trapezoid(_density(model, on_atom) * d1, _U))
+    assert 0.05 < mass < 0.95, "an untrained atom has a middling probability"
+    assert abs(dense + mass - 1.0) < 1e-3
+
+
+def test_samples_sit_on_the_atom_as_often_as_the_model_says() -> None:
+    """The share of samples exactly on the atom matches P(x0 = atom) by quadrature over x1,
+    and samples off the atom never land on it."""
+    schema = Schema(features=[continuous("x0", 1.0, 2.0, atom=0.0), continuous("x1", -1.0, 0.5)])
+    model = make_model(schema, orderings=2, seed=8)
+    x1, d1 = _raw_grid(schema.features[1])
+    on_atom_grid = np.stack([np.zeros_like(x1), x1], axis=1)
+    mass = float(np.trapezoid(_density(model, on_atom_grid) * d1, _U))
+    x = model.sample(20_000, torch.Generator().manual_seed(0)).numpy()
+    share = float((x[:, 0] == 0.0).mean())
+    assert np.isfinite(x).all()
+    assert abs(share - mass) < 4 * math.sqrt(mass * (1 - mass) / len(x)) + 1e-3
+
+
 def test_mixed_ensemble_is_normalised_over_all_kinds() -> None:
     """∫ dx Σ_n Σ_c p(x, n, c) = 1 for continuous × integer × categorical (3 orderings)."""
     schema = Schema(
@@ -392,7 +432,8 @@ def test_sampling_is_reproducible_from_the_generator_seed(schema_mixed: Schema) 
 def test_samples_are_valid_encoded_records(schema_mixed: Schema) -> None:
     model = make_model(schema_mixed, orderings=2, seed=1)
     x = model.sample(500, torch.Generator().manual_seed(0)).numpy()
-    assert x.shape == (500, 5) and x.dtype == np.float64 and np.isfinite(x).all()
+    width = len(schema_mixed.features)
+    assert x.shape == (500, width) and x.dtype == np.float64 and np.isfinite(x).all()
     for j, f in enumerate(schema_mixed.features):
         if f.kind == FeatureKind.CATEGORICAL:
             assert set(np.unique(x[:, j])) <= set(range(len(f.vocabulary or [])))
