@@ -112,6 +112,9 @@ class Client:
         """TLS when `tls` or any certificate is given (PEM paths or bytes; the system roots
         when `root_certificates` is None); `client_certificate` + `client_key` for mutual
         TLS; `token` is sent as `authorization: Bearer <token>` on every call."""
+        if (client_certificate is None) != (client_key is None):
+            # grpc aborts the whole process (SIGABRT) on half a pair.
+            raise ValueError("client_certificate and client_key must be given together")
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         options = [
@@ -214,13 +217,16 @@ class Client:
     def sample(
         self, stream: str, n: int, seed: int | None = None, timeout: float | None = None
     ) -> SampleResult:
-        """n records drawn from the stream's model; the same seed gives the same records."""
+        """n records drawn from the stream's model; the same seed gives the same records
+        (n = 0: an empty result)."""
         request = pb.SampleRequest(stream=stream, n=n)
         if seed is not None:
             request.seed = seed
         r = self._call(self.stub.Sample, request, timeout)
         number_names, string_names = self.layout(stream)
-        numbers = np.array(r.points.numbers, dtype=np.float64).reshape(r.points.count, -1)
+        numbers = np.array(r.points.numbers, dtype=np.float64).reshape(
+            r.points.count, len(number_names)
+        )
         width = len(string_names)
         flat = list(r.points.strings)
         rows = [flat[i * width : (i + 1) * width] for i in range(r.points.count)]

@@ -114,3 +114,38 @@ def test_config_comes_from_the_environment(
     assert main(["train", "--json", "--quiet"]) == 1  # a.csv is absent: the stream fails
     body = json.loads(capsys.readouterr().out)
     assert list(body["streams"]) == ["a"] and body["streams"]["a"]["ok"] is False
+
+
+SECRET = "s3cret-token-value-81f2"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DENSITYWATCH_AUTH_TOKENS", json.dumps(SECRET)),  # a JSON string, not a list
+        ("DENSITYWATCH_AUTH_TOKENS", json.dumps({"ops": SECRET})),
+        ("DENSITYWATCH_AUTH_TOKENS", f"[{SECRET}]"),  # not JSON at all
+        ("DENSITYWATCH_AUTH_TOKENS", SECRET),
+        ("DENSITYWATCH_PINNED", f"alpha={SECRET}"),
+        ("DENSITYWATCH_PINNED", json.dumps({"alpha": [SECRET]})),
+        ("DENSITYWATCH_QUEUE_LIMIT", SECRET),
+    ],
+)
+def test_an_invalid_setting_is_one_line_exit_2_and_never_echoed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    for debug in ([], ["--debug"]):
+        assert main([*debug, "serve", "--store", str(tmp_path), "--port", "0"]) == 2
+        captured = capsys.readouterr()
+        err = captured.err
+        assert SECRET not in err + captured.out + caplog.text
+        lines = err.splitlines()
+        assert lines[0].startswith("densitywatch serve: error: ") and variable in lines[0]
+        if not debug:
+            assert len(lines) == 1, err

@@ -9,11 +9,8 @@ import threading
 from types import FrameType
 from typing import Any
 
-from pydantic import ValidationError
-
-from densitywatch.errors import UsageError
 from densitywatch.service.server import DensityWatchServer
-from densitywatch.service.settings import ServiceSettings
+from densitywatch.service.settings import ServiceSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +36,11 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
         "grpc_port": args.port,
         "metrics_port": args.metrics_port,
     }
-    return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from(args)
-    except ValidationError as e:
-        raise UsageError(f"invalid settings: {e}") from None
+    settings = settings_from(args)  # UsageError (exit 2) naming any invalid variable
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -2,8 +2,9 @@
 
 Tokens are kept only as SHA-256 digests, compared in constant time against every accepted
 digest, and never logged or echoed in a status message. A call without a valid token gets
-UNAUTHENTICATED before its payload is parsed; health checks (and, when configured, server
-reflection) stay open so probes need no secret.
+UNAUTHENTICATED from its headers, before its message has arrived; health checks (and, when
+configured, server reflection) stay open so probes need no secret, though per-stream health
+answers only callers with a token unless configured open.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from densitywatch.errors import AccessConfigError
 from densitywatch.service.settings import ServiceSettings
@@ -81,11 +83,23 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | No
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):
-    """Lets a call through only with `authorization: Bearer <accepted token>` metadata."""
+    """Lets a call through only with `authorization: Bearer <accepted token>` metadata.
 
-    def __init__(self, digests: Iterable[bytes], open_services: Iterable[str] = ()) -> None:
+    It decides from the headers alone, before the request message arrives: a refused call
+    holds a handler thread only for as long as its refusal takes. Health names, beyond
+    `public_health`, answer a caller without a token as if they did not exist: per-stream
+    health would otherwise tell anyone which streams are served."""
+
+    def __init__(
+        self,
+        digests: Iterable[bytes],
+        open_services: Iterable[str] = (),
+        public_health: Iterable[str] | None = None,
+    ) -> None:
         self._digests = tuple(digests)
         self._open = frozenset(open_services)
+        self._public_health = None if public_health is None else frozenset(public_health)
+        self._masked: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def accepts(self, token: str) -> bool:
         digest = token_digest(token)
@@ -100,40 +114,84 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         service = handler_call_details.method.lstrip("/").split("/", 1)[0]
-        if service in self._open:
-            return continuation(handler_call_details)
         token = bearer_token(handler_call_details.invocation_metadata)  # type: ignore[arg-type]
-        if token is not None and self.accepts(token):
-            return continuation(handler_call_details)
-        reason = "invalid bearer token" if token else "missing bearer token"
+        valid = token is not None and self.accepts(token)
         handler = continuation(handler_call_details)
+        if valid or service in self._open:
+            if valid or service != HEALTH_SERVICE or self._public_health is None:
+                return handler
+            return None if handler is None else self._masked_health(handler)
         return _rejecting(
-            handler is not None and handler.request_streaming,
+            "invalid bearer token" if token else "missing bearer token",
             handler is not None and handler.response_streaming,
-            reason,
         )
+
+    def _masked_health(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` answering only `public_health` names (cached: one per health method)."""
+        cached = self._masked.get(id(handler))
+        if cached is None:
+            assert self._public_health is not None
+            cached = (handler, _masked_health(handler, self._public_health))
+            self._masked[id(handler)] = cached
+        return cached[1]
+
+
+# Asked of a masked health name instead: no service is ever registered under it, so Check
+# answers NOT_FOUND and Watch SERVICE_UNKNOWN, exactly as for a name that does not exist.
+_NO_SUCH_HEALTH = "\x00unregistered"
+
+
+def _masked_health(
+    handler: grpc.RpcMethodHandler, visible: frozenset[str]
+) -> grpc.RpcMethodHandler:
+    def mask(request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckRequest:
+        if request.service in visible:
+            return request
+        return health_pb2.HealthCheckRequest(service=_NO_SUCH_HEALTH)
+
+    if handler.unary_unary is not None:
+        check = handler.unary_unary
+
+        def masked_check(request: Any, context: grpc.ServicerContext) -> Any:
+            return check(mask(request), context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            masked_check,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    watch = handler.unary_stream
+
+    def masked_watch(request: Any, context: grpc.ServicerContext, *callback: Any) -> Any:
+        return watch(mask(request), context, *callback)
+
+    # Keeps grpc's non-blocking form of health's Watch (no thread held while it is open).
+    masked_watch.experimental_non_blocking = getattr(  # type: ignore[attr-defined]
+        watch, "experimental_non_blocking", False
+    )
+    return grpc.unary_stream_rpc_method_handler(
+        masked_watch,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 @functools.cache  # a handful of (kind, reason) pairs; built once, not per refused call
-def _rejecting(
-    request_streaming: bool, response_streaming: bool, reason: str
-) -> grpc.RpcMethodHandler:
-    """A handler of the given kind that aborts with UNAUTHENTICATED without parsing the payload."""
+def _rejecting(reason: str, response_streaming: bool) -> grpc.RpcMethodHandler:
+    """A handler that aborts with UNAUTHENTICATED at once. It is request-streaming whatever
+    the method (the wire is the same): grpc waits for a unary request's message before
+    calling its handler, and a caller that never sends one would hold the thread."""
     message = f"{reason}: send metadata '{AUTH_HEADER}: Bearer <token>'"
 
-    def reject(request: Any, context: grpc.ServicerContext) -> Any:
+    def reject(requests: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     def identity(data: bytes) -> bytes:
         return data
 
-    if request_streaming:
-        if response_streaming:
-            return grpc.stream_stream_rpc_method_handler(reject, request_deserializer=identity)
-        return grpc.stream_unary_rpc_method_handler(reject, request_deserializer=identity)
     if response_streaming:
-        return grpc.unary_stream_rpc_method_handler(reject, request_deserializer=identity)
-    return grpc.unary_unary_rpc_method_handler(reject, request_deserializer=identity)
+        return grpc.stream_stream_rpc_method_handler(reject, request_deserializer=identity)
+    return grpc.stream_unary_rpc_method_handler(reject, request_deserializer=identity)
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -33,6 +33,10 @@ from densitywatch.service.settings import ServiceSettings
 
 Remaining = Callable[[], float | None]
 
+# Records drawn per step of a Sample call; the deadline is checked between steps. A fixed
+# number rather than a setting: the records a seed gives depend on it.
+SAMPLE_STEP = 1000
+
 
 @dataclass(frozen=True)
 class Explanations:
@@ -186,16 +190,24 @@ class Inference:
 
     # -- sampling and classification -------------------------------------------------------
     def sample(self, stream: str, n: int, seed: int | None, remaining: Remaining) -> Sampled:
-        """n records drawn from the stream's model; a fresh random seed when none is given."""
+        """n records drawn from the stream's model; a fresh random seed when none is given.
+
+        The records count against the stream's queue while they are drawn, and the deadline
+        is checked before each SAMPLE_STEP records, so no work is done long after it."""
         model = self._registry.get(stream)
         limit = self._settings.max_points_per_call
         if n > limit:
             raise ResourceExhaustedError(f"asked for {n} samples; the limit is {limit}")
         seed = secrets.randbits(63) if seed is None else seed
-        deadline_from(remaining)
+        deadline = deadline_from(remaining)
         generator = torch.Generator().manual_seed(seed)
-        with torch.inference_mode():
-            x = model.model.sample(n, generator).numpy()
+        steps = []
+        with self._batcher(stream).reserved(n), torch.inference_mode():
+            for start in range(0, n, SAMPLE_STEP):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceededError("the deadline passed while sampling")
+                steps.append(model.model.sample(min(SAMPLE_STEP, n - start), generator).numpy())
+        x = np.concatenate(steps) if steps else np.zeros((0, len(model.feature_names)))
         numbers, strings = model.schema.decode(x)
         return Sampled(model, numbers, strings, seed)
 

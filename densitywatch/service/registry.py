@@ -5,14 +5,20 @@ a poller then looks for newer calibrated versions and swaps each in by replacing
 immutable mapping, so a request sees either the old or the new model, never a mix, and
 in-flight batches keep their reference to the old one. A version that fails to load is
 logged, counted, remembered and never retried, and never replaces the serving one.
+
+What callers read of a failure (`StreamStatus.detail`, FAILED_PRECONDITION) names the
+version and the error with file names only: the store's paths stay in the log and in
+`bad_versions()`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from densitywatch.api.v1 import densitywatch_pb2 as pb
 from densitywatch.density.artifact import (
@@ -24,10 +30,25 @@ from densitywatch.density.artifact import (
 )
 from densitywatch.density.calibration import Calibration
 from densitywatch.errors import NotCalibratedError, StreamNotFoundError, UnavailableError
+from densitywatch.service.errors import echoed
 from densitywatch.service.metrics import ServiceMetrics
 from densitywatch.service.scorer import StreamModel
 
 log = logging.getLogger(__name__)
+
+# An absolute path in an error message: from a slash at the start or after a space or quote,
+# up to the next space, quote or colon.
+_ABSOLUTE_PATH = re.compile(r"""(?:(?<=^)|(?<=[\s'"(]))(?:[A-Za-z]:)?[/\\][^\s'":]*""")
+
+
+def without_paths(text: str, root: Path | None = None) -> str:
+    """`text` with every absolute path cut to its last component (a file or folder name);
+    paths under `root` first, whole, since they may hold spaces."""
+    if root is not None:
+        for prefix in sorted({str(root), str(root.absolute()), str(root.resolve())}, key=len)[::-1]:
+            start = r"""(?:(?<=^)|(?<=[\s'"(]))"""
+            text = re.sub(start + re.escape(prefix) + r"(?=[/\\])", "", text)
+    return _ABSOLUTE_PATH.sub(lambda m: re.split(r"[/\\]", m.group().rstrip("/\\"))[-1], text)
 
 
 @dataclass(frozen=True)
@@ -77,10 +98,10 @@ class Registry:
         self.check_ready()
         status = self._streams.get(stream)
         if status is None:
-            known = ", ".join(sorted(self._streams)) or "none"
-            raise StreamNotFoundError(f"unknown stream {stream!r} (serving: {known})")
+            # Not the list of streams: a caller would learn every tenant's stream names.
+            raise StreamNotFoundError(f"unknown stream {echoed(stream)}")
         if status.model is None:
-            raise NotCalibratedError(f"stream {stream!r} cannot be scored: {status.detail}")
+            raise NotCalibratedError(f"stream {echoed(stream)} cannot be scored: {status.detail}")
         return status.model
 
     def statuses(self) -> list[StreamStatus]:
@@ -90,7 +111,7 @@ class Registry:
         self.check_ready()
         status = self._streams.get(stream)
         if status is None:
-            raise StreamNotFoundError(f"unknown stream {stream!r}")
+            raise StreamNotFoundError(f"unknown stream {echoed(stream)}")
         return status
 
     def bad_versions(self) -> dict[tuple[str, str], str]:
@@ -121,7 +142,8 @@ class Registry:
             if version == serving:
                 return None
             if (stream, version) in self._bad:
-                failures.append(f"{version}: {self._bad[(stream, version)]}")
+                shown = without_paths(self._bad[(stream, version)], self.store.root)
+                failures.append(f"{version}: {shown}")
                 continue
             if not self._is_calibrated(stream, version, failures):
                 continue
@@ -167,7 +189,7 @@ class Registry:
     def _mark_bad(self, stream: str, version: str, error: Exception, failures: list[str]) -> None:
         log.error("stream %s version %s failed to load (not retried): %s", stream, version, error)
         self._bad[(stream, version)] = str(error)
-        failures.append(f"{version}: {error}")
+        failures.append(f"{version}: {without_paths(str(error), self.store.root)}")
         self.metrics.load_failed(stream)
 
     # -- polling ----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -325,13 +326,28 @@ class Batcher:
                 self._wait(job)
         return job.outcome()
 
+    @contextmanager
+    def reserved(self, n: int) -> Iterator[None]:
+        """Hold `n` points of the queue while the block runs (work done outside batches, as
+        sampling is, still counts against the limit); raises when they do not fit."""
+        with self._cond:
+            self._admit_points(n)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._release(n)
+
     def _admit(self, job: Job) -> None:
-        if self._queued + job.n > self.queue_limit:
+        self._admit_points(job.n)
+
+    def _admit_points(self, n: int) -> None:
+        if self._queued + n > self.queue_limit:
             raise ResourceExhaustedError(
                 f"scoring queue full ({self._queued} points waiting, limit {self.queue_limit}): "
                 "retry with backoff"
             )
-        self._queued += job.n
+        self._queued += n
 
     def _release(self, n: int) -> None:
         self._queued -= n

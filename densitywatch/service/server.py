@@ -1,10 +1,16 @@
-"""Assembles the gRPC server: servicer, health, reflection, interceptor, metrics endpoint.
+"""Assembles the gRPC server: servicer, health, reflection, interceptors, metrics endpoint.
 
 Why the sync `grpc.server` with a thread pool (a LIFO one, `densitywatch.service.executor`)
 rather than grpc.aio: scoring is CPU-bound torch work that releases the GIL inside kernels,
 so a thread per call is the natural unit; the leader/follower batcher coalesces concurrent
 calls without an event loop or thread hand-off, and health, reflection and interceptors are
 mature in the sync API.
+
+What a thread per call costs is that a call holds its thread while it waits, so what a
+caller can hold is bounded here: calls per connection (`max_concurrent_streams_per_connection`,
+well under the pool), calls admitted at once (`max_concurrent_rpcs`), the wait for a
+request message (`request_message_timeout_s`, the watchdog); calls without a valid token are
+refused from their headers; health runs on a pool of its own, and its Watch holds no thread.
 """
 
 from __future__ import annotations
@@ -12,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent import futures
 from typing import Any
 
 import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from densitywatch.api.v1 import densitywatch_pb2 as pb
@@ -33,15 +39,28 @@ from densitywatch.service.auth import (
 from densitywatch.service.errors import ErrorInterceptor
 from densitywatch.service.executor import LifoThreadPoolExecutor, for_grpc
 from densitywatch.service.metrics import ServiceMetrics
+from densitywatch.service.reflection import enable_reflection
+from densitywatch.service.reflection import method_paths as reflection_paths
 from densitywatch.service.registry import Registry, StreamStatus
 from densitywatch.service.servicer import DensityWatchServicer
 from densitywatch.service.settings import ServiceSettings
+from densitywatch.service.watchdog import MessageWatchdog
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DensityWatch"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def method_paths() -> list[str]:
+    """Every method path the server defines (the metrics label only these)."""
+    services = [
+        pb.DESCRIPTOR.services_by_name["DensityWatch"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+    ]
+    paths = [f"/{s.full_name}/{m.name}" for s in services for m in s.methods]
+    return [*paths, *reflection_paths()]
 
 
 class DensityWatchServer:
@@ -64,6 +83,8 @@ class DensityWatchServer:
         self.metrics_port = 0
         self._server: grpc.Server | None = None
         self._http: Any = None
+        self._watchdog: MessageWatchdog | None = None
+        self._health_pool: futures.ThreadPoolExecutor | None = None
         self._stopped = threading.Event()
 
     def start(self) -> int:
@@ -79,14 +100,26 @@ class DensityWatchServer:
             ("grpc.so_reuseport", 0),
         ]
         credentials = server_credentials(s)
-        interceptors: list[grpc.ServerInterceptor] = [
-            ErrorInterceptor(self.metrics.observe_request)
-        ]
         digests = accepted_digests(s)
-        if digests:  # inside ErrorInterceptor, so refusals are timed and counted too
-            interceptors.append(TokenAuthInterceptor(digests, open_services(s)))
-        elif s.auth_token_hashes_file is not None:
+        if not digests and s.auth_token_hashes_file is not None:
             raise AccessConfigError(f"{s.auth_token_hashes_file}: no token hashes")
+        self._watchdog = MessageWatchdog(s.request_message_timeout_s)
+        # grpc requires this class for a per-method pool (`experimental_thread_pool`).
+        self._health_pool = futures.ThreadPoolExecutor(
+            max_workers=s.health_thread_pool_size, thread_name_prefix="grpc-health"
+        )
+        interceptors: list[grpc.ServerInterceptor] = [
+            ErrorInterceptor(
+                self.metrics.observe_request,
+                method_paths(),
+                watchdog=self._watchdog,
+                pools={health.SERVICE_NAME: self._health_pool},
+                max_message_bytes=s.max_error_message_bytes,
+            )
+        ]
+        if digests:  # inside ErrorInterceptor, so refusals are timed and counted too
+            public_health = None if s.auth_stream_health_open else ("", SERVICE_NAME)
+            interceptors.append(TokenAuthInterceptor(digests, open_services(s), public_health))
         server = grpc.server(
             for_grpc(
                 LifoThreadPoolExecutor(  # see service.executor: keeps handler threads warm
@@ -100,11 +133,12 @@ class DensityWatchServer:
             ),
             interceptors=interceptors,
             options=options,
+            maximum_concurrent_rpcs=s.max_concurrent_rpcs,
         )
         pb_grpc.add_DensityWatchServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        enable_reflection(
+            server, [pb.DESCRIPTOR, health_pb2.DESCRIPTOR], [SERVICE_NAME, health.SERVICE_NAME]
         )
         for name in ("", SERVICE_NAME):
             self.health.set(name, NOT_SERVING)
@@ -164,4 +198,8 @@ class DensityWatchServer:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if self._health_pool is not None:
+            self._health_pool.shutdown(wait=False)
         log.info("stopped")

@@ -14,6 +14,7 @@ from densitywatch.api.v1 import densitywatch_pb2 as pb
 from densitywatch.api.v1 import densitywatch_pb2_grpc as pb_grpc
 from densitywatch.errors import DensityWatchError
 from densitywatch.service.convert import points_message, stream_info
+from densitywatch.service.errors import echoed
 from densitywatch.service.inference import Explanations, Inference, Scored
 from densitywatch.service.metrics import ServiceMetrics
 from densitywatch.service.registry import Registry, StreamStatus
@@ -42,7 +43,7 @@ class DensityWatchServicer(pb_grpc.DensityWatchServicer):
                 try:
                     yield self._score(request, context)
                 except DensityWatchError as e:
-                    e.message = f"request {request.request_id!r}: {e.message}"
+                    e.message = f"request {echoed(request.request_id)}: {e.message}"
                     raise
 
     def _score(self, request: pb.ScoreRequest, context: grpc.ServicerContext) -> pb.ScoreResponse:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from densitywatch.errors import UsageError
+
+ENV_PREFIX = "DENSITYWATCH_"
 
 
 class ServiceSettings(BaseSettings):
     """Every limit and timeout of the scoring service."""
 
-    model_config = SettingsConfigDict(env_prefix="DENSITYWATCH_", extra="ignore")
+    # `model_store` is a field, not one of pydantic's model_* names.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=()
+    )
 
     grpc_host: str = Field(default="[::]", description="Address the gRPC server binds.")
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free).")
@@ -86,9 +94,35 @@ class ServiceSettings(BaseSettings):
         default=3, ge=1, description="Features named per point when explaining and top_k is 0."
     )
     max_concurrent_streams_per_connection: int = Field(
-        default=100,
+        default=16,
         ge=1,
-        description="Most concurrent calls (HTTP/2 streams) on one client connection.",
+        description="Most concurrent calls (HTTP/2 streams) on one client connection; well "
+        "under thread_pool_size, so that one connection cannot hold every handler thread.",
+    )
+    max_concurrent_rpcs: int = Field(
+        default=128,
+        ge=1,
+        description="Most calls admitted at once (running, or waiting for a handler thread); "
+        "beyond it new calls get RESOURCE_EXHAUSTED at once instead of queueing.",
+    )
+    request_message_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait for a call's (first) request message after its headers; "
+        "then the call is cancelled, so a caller that withholds it cannot hold a thread.",
+    )
+    health_thread_pool_size: int = Field(
+        default=4,
+        ge=1,
+        description="Handler threads of the health service, apart from the other calls' "
+        "pool, so health answers while every scoring thread is busy.",
+    )
+    max_error_message_bytes: int = Field(
+        default=1024,
+        ge=128,
+        le=2048,
+        description="Longest status message (UTF-8 bytes): gRPC clients refuse trailers over "
+        "8 KiB, and percent-encoding can triple a message.",
     )
     tls_cert_file: Path | None = Field(
         default=None, description="PEM server certificate (chain); with tls_key_file: TLS on."
@@ -114,6 +148,11 @@ class ServiceSettings(BaseSettings):
     auth_reflection_open: bool = Field(
         default=False, description="Let server reflection through without a token."
     )
+    auth_stream_health_open: bool = Field(
+        default=False,
+        description="Answer per-stream health checks without a token (they tell which streams "
+        "exist); without it such callers get NOT_FOUND, as for an unknown stream.",
+    )
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Self:
@@ -122,3 +161,31 @@ class ServiceSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         return self
+
+
+def load_settings(**overrides: Any) -> ServiceSettings:
+    """The settings from the environment and `overrides`; for any invalid one a UsageError
+    naming its variable, never its value: values may be secrets (tokens), and pydantic's own
+    messages quote them."""
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as e:
+        problems = [
+            _problem(error["loc"], error["msg"])
+            for error in e.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise UsageError("invalid settings: " + "; ".join(problems)) from None
+    except SettingsError as e:  # a value that is not JSON where JSON is expected
+        field = re.search(r'field "(\w+)"', str(e))
+        name = _variable(field.group(1)) if field else f"a {ENV_PREFIX}* variable"
+        raise UsageError(f"invalid settings: {name}: not valid JSON") from None
+
+
+def _variable(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    # Only the field: deeper locations are keys of the caller's value (e.g. a pinned name).
+    return f"{_variable(str(loc[0]))}: {message}" if loc else message

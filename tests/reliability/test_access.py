@@ -383,3 +383,96 @@ def _scores_or_refused(client: Client) -> bool:
         if e.code != grpc.StatusCode.UNAVAILABLE:
             raise
         return False
+
+
+# -- what open probes reveal -----------------------------------------------------------------
+STREAM_HEALTH = "densitywatch.v1.DensityWatch/alpha"
+NO_STREAM_HEALTH = "densitywatch.v1.DensityWatch/nosuch"
+
+
+def _health_of(
+    port: int, service: str, metadata: tuple[tuple[str, str], ...] | None = None
+) -> tuple[grpc.StatusCode, int, int]:
+    """(Check's status code, Check's serving status, Watch's first serving status)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            code, status = grpc.StatusCode.OK, stub.Check(request, timeout=5, metadata=metadata)
+        except grpc.RpcError as e:
+            code, status = e.code(), health_pb2.HealthCheckResponse()
+        watch = stub.Watch(request, timeout=5, metadata=metadata)
+        first = next(watch).status
+        watch.cancel()
+    return code, status.status, first
+
+
+def test_per_stream_health_needs_a_token_unless_opened(built_store: tuple[Path, dict]) -> None:
+    unknown = (
+        grpc.StatusCode.NOT_FOUND,
+        health_pb2.HealthCheckResponse.UNKNOWN,
+        health_pb2.HealthCheckResponse.SERVICE_UNKNOWN,
+    )
+    serving = (
+        grpc.StatusCode.OK,
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.SERVING,
+    )
+    good = (("authorization", f"Bearer {TOKENS[0]}"),)
+    with running_server(make_settings(built_store[0], auth_tokens=TOKENS)) as server:
+        # Without a token a served stream looks exactly like one that does not exist.
+        assert _health_of(server.port, STREAM_HEALTH) == unknown
+        assert _health_of(server.port, NO_STREAM_HEALTH) == unknown
+        assert _health_of(server.port, STREAM_HEALTH, good) == serving
+        assert _health_of(server.port, "") == serving  # the overall probe stays open
+        assert _health_of(server.port, "densitywatch.v1.DensityWatch") == serving
+    settings = make_settings(built_store[0], auth_tokens=TOKENS, auth_stream_health_open=True)
+    with running_server(settings) as server:
+        assert _health_of(server.port, STREAM_HEALTH) == serving
+    with running_server(make_settings(built_store[0])) as server:  # no tokens: all open
+        assert _health_of(server.port, STREAM_HEALTH) == serving
+
+
+def _reflect(
+    channel: grpc.Channel, version: str, request: reflection_pb2.ServerReflectionRequest
+) -> reflection_pb2.ServerReflectionResponse:
+    # grpc.reflection.v1 and v1alpha messages are the same on the wire.
+    call = channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        reflection_pb2.ServerReflectionRequest.SerializeToString,
+        reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return next(iter(call(iter([request]), timeout=5)))
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_serves_v1_and_v1alpha(built_store: tuple[Path, dict], version: str) -> None:
+    from google.protobuf import descriptor_pb2
+
+    with (
+        running_server(make_settings(built_store[0])) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        listed = _reflect(
+            channel, version, reflection_pb2.ServerReflectionRequest(list_services="")
+        )
+        names = {s.name for s in listed.list_services_response.service}
+        assert {
+            "densitywatch.v1.DensityWatch",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        } <= names
+        for symbol in sorted(names):  # grpcurl describes each listed service this way
+            found = _reflect(
+                channel,
+                version,
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol),
+            )
+            files = found.file_descriptor_response.file_descriptor_proto
+            assert files, symbol
+            protos = [descriptor_pb2.FileDescriptorProto.FromString(f) for f in files]
+            package, _, service = symbol.rpartition(".")
+            assert any(
+                p.package == package and service in {s.name for s in p.service} for p in protos
+            )
