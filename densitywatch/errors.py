@@ -22,6 +22,8 @@ __all__ = [
     "ArtifactCorruptError",
     "ArtifactError",
     "ArtifactNotFoundError",
+    "ArtifactUnreadableError",
+    "ArtifactWriteError",
     "CalibrationDataError",
     "CalibrationError",
     "ConfigError",
@@ -175,6 +177,14 @@ class ArtifactNotFoundError(ArtifactError):
 
 class ArtifactCorruptError(ArtifactError):
     """An artifact is truncated, edited, or not an artifact at all."""
+
+
+class ArtifactUnreadableError(ArtifactError):
+    """An artifact's files cannot be read (permissions, I/O): it may load once that is fixed."""
+
+
+class ArtifactWriteError(ArtifactError):
+    """A new version could not be written (disk full, permissions, I/O); nothing was kept."""
 
 
 _BY_STATUS: dict[str, type[DensityWatchError]] = {

@@ -23,7 +23,7 @@ from densitywatch.cli.common import (
     parse_assignments,
 )
 from densitywatch.density.artifact import ArtifactStore
-from densitywatch.density.calibration import DEFAULT_LEVELS
+from densitywatch.density.calibration import DEFAULT_LEVELS, check_level_name
 from densitywatch.errors import DataError, DensityWatchError, UsageError
 from densitywatch.training.calibrate import calibrate_stream
 from densitywatch.training.config import StreamsConfig
@@ -111,7 +111,13 @@ def levels_from(args: argparse.Namespace) -> dict[str, float]:
     if args.fpr and args.level:
         raise UsageError("give either --fpr or --level, not both")
     if args.level:
-        return parse_assignments(args.level, "--level")
+        levels = parse_assignments(args.level, "--level")
+        for name in levels:
+            try:
+                check_level_name(name)
+            except ValueError as e:
+                raise UsageError(f"--level: {e}") from None
+        return levels
     if not args.fpr:
         return dict(DEFAULT_LEVELS)
     rates = sorted(set(args.fpr), reverse=True)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import uuid
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,14 +29,48 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from densitywatch.density.calibration import Calibration
-from densitywatch.density.model import ArchitectureSpec, DensityModel
+from densitywatch.density.model import ArchitectureSpec, DensityModel, min_weights
 from densitywatch.density.schema import Schema
-from densitywatch.errors import ArtifactCorruptError, ArtifactError, ArtifactNotFoundError
+from densitywatch.errors import (
+    ArtifactCorruptError,
+    ArtifactError,
+    ArtifactNotFoundError,
+    ArtifactUnreadableError,
+    ArtifactWriteError,
+)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _VERSION_WIDTH = 6
+# ASCII digits only: str.isdigit() also accepts "²" and other digits int() cannot parse.
+_VERSION_NAME = re.compile(rf"[0-9]{{{_VERSION_WIDTH}}}")
+_MAX_U32 = 2**32 - 1
+_MAX_U63 = 2**63 - 1
+
+
+_STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def is_stream_name(name: str) -> bool:
+    """Whether `name` can name a stream (and its store folder): 1-128 ASCII letters, digits,
+    '_', '.', '-', starting with a letter or digit.
+
+    Example:
+        >>> is_stream_name("web-01.eu"), is_stream_name(".tmp-1f"), is_stream_name("../beta")
+        (True, False, False)
+    """
+    return _STREAM_NAME.fullmatch(name) is not None
+
+
+def is_version(name: str) -> bool:
+    """Whether `name` is a version folder's name: six ASCII digits.
+
+    Example:
+        >>> is_version("000012"), is_version("12"), is_version("00001²"), is_version("0000001")
+        (True, False, False, False)
+    """
+    return _VERSION_NAME.fullmatch(name) is not None
 
 
 class TrainingInfo(BaseModel):
@@ -55,12 +91,13 @@ class TrainingInfo(BaseModel):
         description="Mean negative log-likelihood (nats/point) of the selected candidate on "
         "the validation split, which it never trained on (measured before any refit)."
     )
-    n_train: int
-    n_val: int
-    n_dropped_missing: int = 0
-    epochs: int
-    duration_s: float
-    seed: int
+    # Bounded as the API's integer fields are (GetStream answers with them).
+    n_train: int = Field(ge=0, le=_MAX_U63)
+    n_val: int = Field(ge=0, le=_MAX_U63)
+    n_dropped_missing: int = Field(default=0, ge=0, le=_MAX_U63)
+    epochs: int = Field(ge=0, le=_MAX_U32)
+    duration_s: float = Field(ge=0, allow_inf_nan=False)
+    seed: int = Field(ge=0, le=_MAX_U63)
     device: str = "cpu"
     data_fingerprint: str
     source: str = ""
@@ -70,6 +107,8 @@ class TrainingInfo(BaseModel):
     )
     refit_epochs: int | None = Field(
         default=None,
+        ge=0,
+        le=_MAX_U32,
         description="Epochs of the final retraining of the selected capacity on training + "
         "validation splits; None: the selected candidate itself is the model.",
     )
@@ -207,6 +246,11 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _fsync_file(path: Path) -> None:
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -250,7 +294,8 @@ class ArtifactStore:
         """
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+        names = (p.name for p in self.root.iterdir() if p.is_dir() and is_stream_name(p.name))
+        return sorted(name for name in names if self.versions(name))
 
     def versions(self, stream: str) -> list[str]:
         """Complete versions of a stream, oldest first (temporary folders excluded).
@@ -262,8 +307,7 @@ class ArtifactStore:
         folder = self.root / stream
         if not folder.is_dir():
             return []
-        names = [p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-        return sorted(names, key=int)
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_version(p.name))
 
     def latest(self, stream: str) -> str:
         """The newest version of a stream; ArtifactNotFoundError when it has none.
@@ -289,16 +333,25 @@ class ArtifactStore:
         return self.root / stream / version
 
     def write(self, model: DensityModel, manifest: Manifest) -> Artifact:
-        """Write a new version atomically; returns it with its version and checksums set."""
+        """Write a new version atomically; returns it with its version and checksums set.
+
+        Raises ArtifactWriteError when the files cannot be written (disk full, permissions):
+        nothing of the version is left behind."""
         stream_dir = self.root / manifest.stream
-        stream_dir.mkdir(parents=True, exist_ok=True)
         tmp = stream_dir / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
         try:
+            stream_dir.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
             state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS))
+            _fsync_file(tmp / WEIGHTS)  # on disk before the rename makes the version visible
             manifest = manifest.model_copy(update={"weights_sha256": _sha256_file(tmp / WEIGHTS)})
             return self._rename_into_place(tmp, stream_dir, manifest, model)
+        except (OSError, SafetensorError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ArtifactWriteError(
+                f"cannot write a version of stream {manifest.stream!r} under {self.root}: {e}"
+            ) from e
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -308,13 +361,19 @@ class ArtifactStore:
     ) -> Artifact:
         for _ in range(100):
             existing = self.versions(manifest.stream)
-            version = f"{int(existing[-1]) + 1 if existing else 1:0{_VERSION_WIDTH}d}"
+            number = int(existing[-1]) + 1 if existing else 1
+            version = f"{min(number, 10**_VERSION_WIDTH):0{_VERSION_WIDTH}d}"
             manifest = manifest.model_copy(update={"version": version})
             manifest = manifest.model_copy(update={"manifest_sha256": manifest.content_digest()})
             with (tmp / MANIFEST).open("w") as f:
                 f.write(manifest.model_dump_json(indent=2))
                 f.flush()
                 os.fsync(f.fileno())
+            # safetensors creates its file 0600 whatever the umask; a server running as
+            # another user (a container's uid) reads the weights as it reads the manifest.
+            os.chmod(tmp / WEIGHTS, stat.S_IMODE(os.stat(tmp / MANIFEST).st_mode))
+            if not is_version(version):
+                raise ArtifactWriteError(f"stream {manifest.stream!r} has no version left")
             try:
                 os.rename(tmp, stream_dir / version)  # fails if another writer took it
             except OSError:
@@ -356,8 +415,11 @@ def read_manifest(path: Path) -> Manifest:
         stored = json.loads(text)
     except FileNotFoundError as e:
         raise ArtifactCorruptError(f"{path}: no {MANIFEST}") from e
+    except OSError as e:
+        raise ArtifactUnreadableError(f"cannot read {path}/{MANIFEST}: {e.strerror}") from e
     except ValidationError as e:
         raise ArtifactCorruptError(f"{path}/{MANIFEST} is not a valid manifest: {e}") from e
+    _check_place(path, manifest)
     if manifest.format_version != FORMAT_VERSION:
         raise ArtifactCorruptError(
             f"{path}: format version {manifest.format_version}, this build reads {FORMAT_VERSION}"
@@ -365,6 +427,19 @@ def read_manifest(path: Path) -> Manifest:
     if manifest.manifest_sha256 != _digest(stored):
         raise ArtifactCorruptError(f"{path}/{MANIFEST} was edited: its checksum does not match")
     return manifest
+
+
+def _check_place(path: Path, manifest: Manifest) -> None:
+    """A manifest describes the folder it sits in: `<stream>/<version>`. A copied stream or
+    version folder (`cp -r alpha alpha2`) would otherwise serve, and be calibrated, as the
+    stream and version its manifest names."""
+    place = (path.parent.name, path.name)
+    if (manifest.stream, manifest.version) != place:
+        raise ArtifactCorruptError(
+            f"{path}: the manifest is of stream {manifest.stream[:200]!r} version "
+            f"{manifest.version[:20]!r}, not of the folder {place[0][:200]}/{place[1][:20]} "
+            "it sits in (a copied folder?)"
+        )
 
 
 def load_artifact(path: str | os.PathLike[str]) -> Artifact:
@@ -399,12 +474,17 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     weights = path / WEIGHTS
     if not weights.is_file():
         raise ArtifactCorruptError(f"{path}: no {WEIGHTS}")
-    if _sha256_file(weights) != manifest.weights_sha256:
+    try:
+        digest = _sha256_file(weights)
+    except OSError as e:
+        raise ArtifactUnreadableError(f"cannot read {weights}: {e.strerror}") from e
+    if digest != manifest.weights_sha256:
         raise ArtifactCorruptError(f"{weights} is truncated or edited: checksum mismatch")
     try:
-        state = load_file(str(weights))
+        state = load_file(str(weights))  # allocates no more than the file holds
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactCorruptError(f"{weights} is not a safetensors file: {e}") from e
+    _check_size(weights, manifest, state)
     try:
         model = DensityModel(
             manifest.feature_schema, manifest.architecture, orderings=state["orderings"]
@@ -414,6 +494,22 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         raise ArtifactCorruptError(f"{weights} does not match its manifest: {e}") from e
     model.eval()
     return Artifact(manifest, model, path)
+
+
+def _check_size(weights: Path, manifest: Manifest, state: dict[str, torch.Tensor]) -> None:
+    """Refuse, before building it, an architecture larger than the stored weights: building
+    allocates what the manifest declares, and only then could the weights refuse it."""
+    orderings = state.get("orderings")
+    if orderings is None or orderings.dim() != 2:
+        raise ArtifactCorruptError(f"{weights} does not match its manifest: no orderings")
+    stored = sum(tensor.numel() for tensor in state.values())
+    n_features = len(manifest.feature_schema.features)
+    needed = min_weights(n_features, manifest.architecture, int(orderings.shape[0]))
+    if needed > stored:
+        raise ArtifactCorruptError(
+            f"{weights} does not match its manifest: the architecture needs at least "
+            f"{needed} weights, the file holds {stored}"
+        )
 
 
 def _without_masks(model: DensityModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

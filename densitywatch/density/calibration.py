@@ -23,19 +23,53 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from densitywatch.errors import CalibrationError
 
 DEFAULT_LEVELS: dict[str, float] = {"warning": 0.01, "critical": 0.001}
 DEFAULT_TAIL_SIZE = 10_000
 QUANTILE_GRID = 1001
+#: The level of a point that crosses no threshold; no calibrated level may take its name.
+NORMAL = "normal"
+#: Most calibration scores a calibration may claim: counts beyond it are not exact in a double.
+MAX_SCORES = 2**53
+_MAX_LEVEL_NAME = 64
+
+
+def check_level_name(name: str) -> str:
+    """`name` if it can name a level; ValueError otherwise (`normal` is reserved).
+
+    Example:
+        >>> check_level_name("warning")
+        'warning'
+        >>> check_level_name("normal")
+        Traceback (most recent call last):
+            ...
+        ValueError: the level name 'normal' is reserved for points below every level
+    """
+    if name == NORMAL:
+        raise ValueError(f"the level name {NORMAL!r} is reserved for points below every level")
+    if not name or len(name) > _MAX_LEVEL_NAME or not name.isprintable():
+        raise ValueError(
+            f"a level name needs 1 to {_MAX_LEVEL_NAME} printable characters, got {name[:80]!r}"
+        )
+    return name
+
+
+def _finite_ascending(values: list[float], what: str) -> list[float]:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must be finite")
+    if any(b < a for a, b in itertools.pairwise(values)):
+        raise ValueError(f"{what} must be in ascending order")
+    return values
 
 
 class Level(BaseModel):
@@ -48,8 +82,10 @@ class Level(BaseModel):
 
     name: str
     target_fpr: float = Field(gt=0, lt=1)
-    threshold: float
-    rank: int = Field(description="k: the threshold is the k-th smallest calibration score.")
+    threshold: float = Field(allow_inf_nan=False)
+    rank: int = Field(ge=1, description="k: the threshold is the k-th smallest calibration score.")
+
+    _name = field_validator("name")(check_level_name)
 
 
 class Calibration(BaseModel):
@@ -62,13 +98,36 @@ class Calibration(BaseModel):
     """
 
     levels: list[Level]
-    n_scores: int
+    n_scores: int = Field(ge=1, le=MAX_SCORES)
     tail: list[float] = Field(description="The lowest scores, ascending (exact p-values).")
-    quantiles: list[float] = Field(description="Score quantiles on an even grid over [0, 1].")
-    trim_fraction: float = 0.0
-    n_trimmed: int = 0
+    quantiles: list[float] = Field(
+        min_length=2, description="Score quantiles on an even grid over [0, 1]."
+    )
+    trim_fraction: float = Field(default=0.0, ge=0, lt=1)
+    n_trimmed: int = Field(default=0, ge=0, le=MAX_SCORES)
     data_fingerprint: str = ""
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("tail")
+    @classmethod
+    def _tail(cls, tail: list[float]) -> list[float]:
+        return _finite_ascending(tail, "tail scores")
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, quantiles: list[float]) -> list[float]:
+        return _finite_ascending(quantiles, "quantiles")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Calibration:
+        names = [level.name for level in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"level names must be unique, got {names}")
+        if len(self.tail) > self.n_scores:
+            raise ValueError(f"{len(self.tail)} tail scores but n_scores={self.n_scores}")
+        if any(level.rank > self.n_scores for level in self.levels):
+            raise ValueError("a level's rank exceeds n_scores")
+        return self
 
     def level_of(self, log_p: float) -> str | None:
         """The most severe level whose threshold the score falls below (None: normal).
@@ -252,12 +311,21 @@ def calibrate(
         of Statistics 51(1), 2023. https://arxiv.org/abs/2104.08279
     """
     levels = dict(DEFAULT_LEVELS if levels is None else levels)
+    for name in levels:
+        try:
+            check_level_name(name)
+        except ValueError as e:
+            raise CalibrationError(str(e)) from None
     s = np.sort(np.asarray(scores, dtype=np.float64))
     if not np.isfinite(s).all():
         raise CalibrationError("calibration scores contain NaN or infinite values")
+    if not 0 <= trim_fraction < 1:
+        raise CalibrationError(f"trim_fraction must be in [0, 1), got {trim_fraction}")
     n_trim = math.floor(trim_fraction * len(s))
     s = s[n_trim:]
     n = len(s)
+    if n == 0:
+        raise CalibrationError("no calibration scores (after trimming): supply clean data")
     out = []
     for name, fpr in sorted(levels.items(), key=lambda kv: -kv[1]):
         need = min_scores_for(fpr)
@@ -268,7 +336,7 @@ def calibrate(
             )
         k = conformal_rank(fpr, n)
         out.append(Level(name=name, target_fpr=fpr, threshold=float(s[k - 1]), rank=k))
-    quantiles = np.quantile(s, quantile_grid(QUANTILE_GRID)) if n else np.empty(0)
+    quantiles = np.quantile(s, quantile_grid(QUANTILE_GRID))
     return Calibration(
         levels=out,
         n_scores=n,

@@ -49,14 +49,42 @@ class ArchitectureSpec(BaseModel):
                          shared_weights=False)
     """
 
-    hidden_width: int = Field(default=128, ge=1, description="Units per hidden layer.")
-    hidden_layers: int = Field(default=2, ge=1, description="Number of hidden layers.")
-    n_components: int = Field(default=8, ge=1, description="Gaussians per continuous conditional.")
-    n_orderings: int = Field(default=1, ge=1, description="Ensemble size (mixture of orderings).")
+    # The upper bounds are far above any model a stream needs; they keep an edited manifest
+    # from making a loader allocate gigabytes before the weights can refuse it.
+    hidden_width: int = Field(default=128, ge=1, le=4096, description="Units per hidden layer.")
+    hidden_layers: int = Field(default=2, ge=1, le=16, description="Number of hidden layers.")
+    n_components: int = Field(
+        default=8, ge=1, le=256, description="Gaussians per continuous conditional."
+    )
+    n_orderings: int = Field(
+        default=1, ge=1, le=256, description="Ensemble size (mixture of orderings)."
+    )
     shared_weights: bool = Field(
         default=False,
         description="One network for all orderings (order-agnostic MADE) instead of one each.",
     )
+
+
+def min_weights(n_features: int, architecture: ArchitectureSpec, n_members: int) -> int:
+    """A lower bound on the weights a DensityModel of this shape holds, cheap to compute.
+
+    Every layer has at least n_features inputs or outputs (one unit per feature at least):
+    the first and last layers hold at least width · n_features weights each, every hidden
+    to hidden layer width², once per member unless weights are shared. Loading compares it
+    with the stored weights before building anything.
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
+        >>> arch = ArchitectureSpec(hidden_width=8, n_orderings=2)
+        >>> model = DensityModel(schema, arch)
+        >>> held = sum(p.numel() for p in model.parameters())
+        >>> min_weights(2, arch, 2) <= held
+        True
+    """
+    copies = 1 if architecture.shared_weights else n_members
+    width, depth = architecture.hidden_width, architecture.hidden_layers
+    return copies * width * (2 * n_features + (depth - 1) * width)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from densitywatch.density.artifact import Manifest
 from densitywatch.density.schema import FeatureKind, RawType, Schema
 from densitywatch.errors import InvalidArgumentError, ResourceExhaustedError
 
-NORMAL = "normal"
 # Up to this many numbers a request is decoded with Python floats: on caches a forward pass
 # has just evicted, each numpy call costs ~10 µs, more than the whole Python path.
 SMALL_DECODE = 64

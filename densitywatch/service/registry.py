@@ -4,7 +4,9 @@ At start every stream's newest calibrated version is loaded (or its pinned versi
 a poller then looks for newer calibrated versions and swaps each in by replacing one
 immutable mapping, so a request sees either the old or the new model, never a mix, and
 in-flight batches keep their reference to the old one. A version that fails to load is
-logged, counted, remembered and never retried, and never replaces the serving one.
+logged, counted and remembered with the state of its files (mode, size, times), and never
+replaces the serving one; it is tried again only once its files change (permissions fixed,
+a copy finished), so a broken version costs one attempt, not one per poll.
 
 What callers read of a failure (`StreamStatus.detail`, FAILED_PRECONDITION) names the
 version and the error with file names only: the store's paths stay in the log and in
@@ -22,6 +24,8 @@ from pathlib import Path
 
 from densitywatch.api.v1 import densitywatch_pb2 as pb
 from densitywatch.density.artifact import (
+    MANIFEST,
+    WEIGHTS,
     Artifact,
     ArtifactError,
     ArtifactStore,
@@ -80,6 +84,7 @@ class Registry:
         self._streams: dict[str, StreamStatus] = {}
         self._calibrated: dict[tuple[str, str], bool] = {}
         self._bad: dict[tuple[str, str], str] = {}
+        self._bad_files: dict[tuple[str, str], FilesState] = {}
         self._write = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -141,6 +146,8 @@ class Registry:
         for version in candidates:
             if version == serving:
                 return None
+            if (stream, version) in self._bad and self._changed(stream, version):
+                self._forget(stream, version)
             if (stream, version) in self._bad:
                 shown = without_paths(self._bad[(stream, version)], self.store.root)
                 failures.append(f"{version}: {shown}")
@@ -187,10 +194,27 @@ class Registry:
             return None
 
     def _mark_bad(self, stream: str, version: str, error: Exception, failures: list[str]) -> None:
-        log.error("stream %s version %s failed to load (not retried): %s", stream, version, error)
+        log.error(
+            "stream %s version %s failed to load (tried again once its files change): %s",
+            stream,
+            version,
+            error,
+        )
         self._bad[(stream, version)] = str(error)
+        self._bad_files[(stream, version)] = files_state(self.store.path(stream, version))
         failures.append(f"{version}: {without_paths(str(error), self.store.root)}")
         self.metrics.load_failed(stream)
+
+    def _changed(self, stream: str, version: str) -> bool:
+        state = files_state(self.store.path(stream, version))
+        return state != self._bad_files.get((stream, version))
+
+    def _forget(self, stream: str, version: str) -> None:
+        log.info("stream %s version %s changed on disk: loading it again", stream, version)
+        key = (stream, version)
+        self._bad.pop(key, None)
+        self._bad_files.pop(key, None)
+        self._calibrated.pop(key, None)
 
     # -- polling ----------------------------------------------------------------------------
     def start_polling(self, interval_s: float) -> None:
@@ -208,6 +232,23 @@ class Registry:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
+
+
+FilesState = tuple[tuple[int, int, int, int] | None, ...]
+
+
+def files_state(folder: Path) -> FilesState:
+    """(mode, size, mtime, ctime) of a version folder and its two files; None where absent.
+    ctime moves on chmod and chown too, which fix a file without changing its content."""
+    states: list[tuple[int, int, int, int] | None] = []
+    for path in (folder, folder / MANIFEST, folder / WEIGHTS):
+        try:
+            st = path.stat()
+        except OSError:
+            states.append(None)
+            continue
+        states.append((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(states)
 
 
 def _calibration(artifact: Artifact) -> Calibration:

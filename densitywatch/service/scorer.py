@@ -26,17 +26,26 @@ import torch
 
 from densitywatch.density.artifact import Artifact
 from densitywatch.density.calibration import (
+    NORMAL,
     Calibration,
     conformal_p_value,
     conformal_p_values,
     quantile_grid,
 )
 from densitywatch.density.model import DensityModel
-from densitywatch.errors import DeadlineExceededError, ResourceExhaustedError
-from densitywatch.service.convert import NORMAL, PointEncoder
+from densitywatch.errors import (
+    ArtifactCorruptError,
+    DeadlineExceededError,
+    ResourceExhaustedError,
+)
+from densitywatch.service.convert import PointEncoder
 from densitywatch.service.metrics import ServiceMetrics, StreamMetrics
 
 log = logging.getLogger(__name__)
+
+
+#: Points drawn from a model and scored when it loads.
+PROBE_POINTS = 16
 
 
 def traced_log_p(
@@ -88,6 +97,7 @@ class StreamModel:
         self.model = artifact.model.fold()
         name = f"stream {self.stream!r} version {self.version}"
         self.log_p = traced_log_p(self.model, name) if trace else self.model
+        self._probe()
         self.metrics = metrics
         # Least severe first: level i + 1 of `level_names` is row i of `crossed`.
         levels = sorted(calibration.levels, key=lambda lv: -lv.target_fpr)
@@ -105,6 +115,25 @@ class StreamModel:
         self._tail_list = self._tail.tolist()
         self._quantile_list = self._quantiles.tolist()
         self._grid_list = self._grid.tolist()
+
+    def _probe(self) -> None:
+        """Score points drawn from the model itself, by both serving paths: a version that
+        loads but gives a non-finite log p or explanation (NaN or overflowing weights) would
+        score every point `normal`, or fail every call, and must never serve."""
+        try:
+            with torch.inference_mode():
+                points = self.model.sample(PROBE_POINTS, torch.Generator().manual_seed(0))
+            x = points.double().numpy()
+            fast, _ = self.forward(x, terms=False)
+            total, terms = self.forward(x)
+        except Exception as e:  # a model that cannot even sample is as broken
+            raise ArtifactCorruptError(
+                f"the weights are broken: drawing or scoring probe points fails "
+                f"({type(e).__name__})"
+            ) from e
+        outputs = (fast, total, terms, x)
+        if not all(np.isfinite(a).all() for a in outputs if a is not None):
+            raise ArtifactCorruptError("the weights are broken: probe points score NaN or inf")
 
     def forward(self, x: np.ndarray, terms: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Encoded (n, D) -> log p (n,) and, if asked, per-feature terms (n, D); float64."""

@@ -6,9 +6,10 @@ import re
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from densitywatch.density.artifact import is_stream_name, is_version
 from densitywatch.errors import UsageError
 
 ENV_PREFIX = "DENSITYWATCH_"
@@ -153,6 +154,16 @@ class ServiceSettings(BaseSettings):
         description="Answer per-stream health checks without a token (they tell which streams "
         "exist); without it such callers get NOT_FOUND, as for an unknown stream.",
     )
+
+    @field_validator("pinned")
+    @classmethod
+    def _pins(cls, pinned: dict[str, str]) -> dict[str, str]:
+        # The message names no value: a setting's input is never echoed.
+        if not all(is_stream_name(stream) for stream in pinned):
+            raise ValueError("each key must be a stream name (letters, digits, '_', '.', '-')")
+        if not all(is_version(version) for version in pinned.values()):
+            raise ValueError('each value must be a version of six digits, e.g. "000003"')
+        return pinned
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Self:

@@ -16,7 +16,6 @@ that a typo cannot silently drop a setting.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,10 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from densitywatch.density.artifact import is_stream_name
 from densitywatch.density.schema import FeatureKind
 from densitywatch.errors import ConfigError
-
-STREAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class StreamConfig(BaseModel):
@@ -48,7 +46,7 @@ class StreamConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not STREAM_NAME.fullmatch(name):
+        if not is_stream_name(name):
             raise ValueError(
                 f"stream name {name!r} must be 1-128 letters, digits, '_', '.', '-' "
                 "and start with a letter or digit"
