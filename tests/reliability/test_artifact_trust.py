@@ -9,13 +9,12 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
@@ -284,11 +283,3 @@ def test_calibrate_refuses_level_normal_as_usage(
     code = main(["calibrate", "--store", str(store.root), "--stream", "alpha",
                  "--data", str(holdout), "--level", "normal=0.05", "--quiet"])  # fmt: skip
     assert code == 2 and "reserved" in capsys.readouterr().err
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
