@@ -11,6 +11,7 @@ InvalidArgumentError, ...), all subclasses of DensityWatchError.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,27 @@ class ClassifyResult:
     best: list[str]
 
 
+# Every method only reads, so a call the server refused before running it (UNAVAILABLE: a
+# stream over the connection's limit, a replica draining) is safe to send again. gRPC's
+# retry policy does it with backoff, within the call's deadline.
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "densitywatch.v1.DensityWatch"}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.005s",
+                    "maxBackoff": "0.2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
 class Client:
     """A connection to one densitywatch server (thread-safe; reuse it)."""
 
@@ -120,6 +142,8 @@ class Client:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", RETRY_SERVICE_CONFIG),
         ]
         if channel is None and (tls or root_certificates or client_certificate or client_key):
             credentials = grpc.ssl_channel_credentials(

@@ -89,22 +89,27 @@ class ServiceSettings(BaseSettings):
         default=50, ge=1, description="Streams with their own metric labels; the rest: 'other'."
     )
     thread_pool_size: int = Field(
-        default=64, ge=2, description="gRPC server worker threads (concurrent calls)."
+        default=256,
+        ge=2,
+        description="gRPC server worker threads (concurrent calls); started as load needs them.",
     )
     default_top_k: int = Field(
         default=3, ge=1, description="Features named per point when explaining and top_k is 0."
     )
     max_concurrent_streams_per_connection: int = Field(
-        default=16,
+        default=100,
         ge=1,
         description="Most concurrent calls (HTTP/2 streams) on one client connection; well "
-        "under thread_pool_size, so that one connection cannot hold every handler thread.",
+        "under thread_pool_size, so one connection cannot hold every handler thread. A "
+        "client near the limit sees some calls refused (UNAVAILABLE, RST_STREAM "
+        "REFUSED_STREAM: the server counts a finished call's stream a moment after the "
+        "client does), which it may retry at once; the Python client does.",
     )
     max_concurrent_rpcs: int = Field(
-        default=128,
+        default=256,
         ge=1,
-        description="Most calls admitted at once (running, or waiting for a handler thread); "
-        "beyond it new calls get RESOURCE_EXHAUSTED at once instead of queueing.",
+        description="Most calls admitted at once; beyond it new calls get RESOURCE_EXHAUSTED "
+        "at once. At most thread_pool_size, every admitted call has a thread.",
     )
     request_message_timeout_s: float = Field(
         default=10.0,

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from densitywatch.client import Client
 from densitywatch.errors import DensityWatchError
 from densitywatch.service.server import DensityWatchServer
+from densitywatch.service.settings import ServiceSettings
 from tests.reliability.reliability_support import code_counts, wait_for
 from tests.service.service_support import make_settings, running_server, scrape
 
@@ -39,7 +40,8 @@ def channel(port: int) -> grpc.Channel:
 
 def _settings(store: Path, **overrides: Any) -> Any:
     # The capacity settings at their defaults (make_settings shrinks the pool for other tests).
-    values: dict[str, Any] = {"thread_pool_size": 64, "auth_tokens": [TOKEN]}
+    default_pool = ServiceSettings.model_fields["thread_pool_size"].default
+    values: dict[str, Any] = {"thread_pool_size": default_pool, "auth_tokens": [TOKEN]}
     values.update(overrides)
     return make_settings(store, **values)
 
@@ -204,13 +206,17 @@ def test_a_call_whose_message_never_arrives_is_cancelled(
             assert len(client.score("alpha", X).log_prob) == 1
 
 
+WAVE, WAVES = 32, 10  # half the default streams per connection, as a client should
+
+
 @pytest.mark.parametrize("token", [None, TOKEN])
 def test_failed_calls_release_their_streams(
     token_server: DensityWatchServer, token: str | None
 ) -> None:
     """Calls that fail (refused without a token; INVALID_ARGUMENT with one) must give their
     HTTP/2 stream back when they end, not when the garbage collector next runs: on one
-    connection, every wave of 16 (the stream limit) after the first would be refused."""
+    connection, once the kept streams reach the connection's limit every later call would
+    be refused."""
     metadata = None if token is None else (("authorization", f"Bearer {token}"),)
     expected = grpc.StatusCode.INVALID_ARGUMENT if token else grpc.StatusCode.UNAUTHENTICATED
     bad = b"\xff\xff"  # not a protobuf message
@@ -219,8 +225,8 @@ def test_failed_calls_release_their_streams(
         with channel(token_server.port) as one:
             score = one.unary_unary(SCORE, lambda b: b, lambda b: b)
             codes: Counter[grpc.StatusCode] = Counter()
-            for _ in range(10):
-                calls = [score.future(bad, timeout=5, metadata=metadata) for _ in range(16)]
+            for _ in range(WAVES):
+                calls = [score.future(bad, timeout=5, metadata=metadata) for _ in range(WAVE)]
                 codes.update(call.exception().code() for call in calls)  # type: ignore[union-attr]
     finally:
         gc.enable()
@@ -228,4 +234,4 @@ def test_failed_calls_release_their_streams(
     # end of stream, and a stream opened in that gap is refused (REFUSED_STREAM, retryable):
     # a few such are HTTP/2; a stream kept per failed call would refuse all after one wave.
     assert set(codes) <= {expected, grpc.StatusCode.UNAVAILABLE}
-    assert codes[expected] >= 160 - 16, codes
+    assert codes[expected] >= WAVE * (WAVES - 1), codes

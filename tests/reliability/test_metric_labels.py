@@ -17,7 +17,7 @@ from tests.service.service_support import make_settings, running_server, scrape
 
 TOKEN = "labels-token-99ab"
 CALLS = 5000
-WAVE = 16  # the default streams per connection: a wave fits what the server admits
+WAVE = 16  # well under the streams the server admits per connection
 
 
 def duration_series(server: DensityWatchServer) -> set[tuple[tuple[str, str], ...]]:
