@@ -124,7 +124,13 @@ def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
         while time.monotonic() < end:
             try:
                 if "echo" in cmd[-3]:
-                    grpc.channel_ready_future(ch).result(timeout=1)
+                    ready = grpc.channel_ready_future(ch)
+                    try:
+                        ready.result(timeout=1)
+                    finally:
+                        # A pending future keeps polling the channel, and once the channel
+                        # is closed its thread dies with "Channel closed!".
+                        ready.cancel()
                     return proc
                 r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if r.status == health_pb2.HealthCheckResponse.SERVING:
