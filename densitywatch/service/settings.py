@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from densitywatch.density.artifact import is_stream_name, is_version
 from densitywatch.errors import UsageError
@@ -191,7 +191,9 @@ def load_settings(**overrides: Any) -> ServiceSettings:
             for error in e.errors(include_url=False, include_context=False, include_input=False)
         ]
         raise UsageError("invalid settings: " + "; ".join(problems)) from None
-    except SettingsError as e:  # a value that is not JSON where JSON is expected
+    except ValueError as e:
+        # pydantic-settings' SettingsError (a ValueError; exported only from 2.3): a value
+        # that is not JSON where JSON is expected.
         field = re.search(r'field "(\w+)"', str(e))
         name = _variable(field.group(1)) if field else f"a {ENV_PREFIX}* variable"
         raise UsageError(f"invalid settings: {name}: not valid JSON") from None
