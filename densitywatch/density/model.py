@@ -421,8 +421,8 @@ class DensityModel(nn.Module):
         cat_pos = {int(j): i for i, j in enumerate(self.cat_index)}
         atom_pos = {int(i): a for a, i in enumerate(self.atom_index)}
         for feature in self.orderings[e].tolist():
-            h = self._network_input(z, on_atom, cat).unsqueeze(0)
-            out = self.net(h.expand(self.n_members, -1, -1))[e]
+            h = self._network_input(z, on_atom, cat)
+            out = self.net.forward_member(h, e)  # one member's pass, not E of them
             if feature in num_pos:
                 i = num_pos[feature]
                 params = out[:, i * 3 * k : (i + 1) * 3 * k]

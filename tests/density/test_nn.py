@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from densitywatch.density.masks import feature_degrees, random_ordering
@@ -70,3 +71,22 @@ def test_mlp_jacobian_respects_each_members_degrees() -> None:
         allowed = out_deg[e][:, None] > in_deg[e][None, :]
         assert (jac[e, :, e][~allowed] == 0).all()
         assert (jac[e, :, e][allowed] != 0).all()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("folded", [False, True])
+def test_one_member_s_pass_is_that_member_of_the_full_pass(shared: bool, folded: bool) -> None:
+    """Sampling evaluates only the member it draws from: the same outputs as the full pass,
+    whether weights are shared or not, folded or not."""
+    torch.manual_seed(3)
+    deg = _member_degrees(5, members=4, seed=1)
+    net = MaskedMLP(deg, deg.repeat_interleave(3, dim=1), [8, 8], shared=shared)
+    for layer in net.masked_layers():
+        with torch.no_grad():
+            layer.bias.normal_()
+    if folded:
+        net.fold()
+    x = torch.randn(6, 5)
+    full = net(x.expand(4, -1, -1))
+    for e in range(4):
+        torch.testing.assert_close(net.forward_member(x, e), full[e], rtol=0, atol=1e-6)
