@@ -69,6 +69,8 @@ def test_a_copied_stream_folder_is_neither_served_nor_calibrated(
     reg = registry(store)
     reg.refresh()
     assert serving(reg, "alpha2") is None and serving(reg, "alpha") == "000002"
+    detail = {s.name: s for s in reg.statuses()}["alpha2"].detail
+    assert "copied folder" in detail and "'alpha'" not in detail  # no other tenant's name
     before = store.versions("alpha")
     holdout = tmp_path / "holdout.csv"
     np.savetxt(
