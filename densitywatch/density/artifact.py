@@ -362,7 +362,9 @@ class ArtifactStore:
         for _ in range(100):
             existing = self.versions(manifest.stream)
             number = int(existing[-1]) + 1 if existing else 1
-            version = f"{min(number, 10**_VERSION_WIDTH):0{_VERSION_WIDTH}d}"
+            if number >= 10**_VERSION_WIDTH:
+                raise ArtifactWriteError(f"stream {manifest.stream!r} has no version left")
+            version = f"{number:0{_VERSION_WIDTH}d}"
             manifest = manifest.model_copy(update={"version": version})
             manifest = manifest.model_copy(update={"manifest_sha256": manifest.content_digest()})
             with (tmp / MANIFEST).open("w") as f:
@@ -372,8 +374,6 @@ class ArtifactStore:
             # safetensors creates its file 0600 whatever the umask; a server running as
             # another user (a container's uid) reads the weights as it reads the manifest.
             os.chmod(tmp / WEIGHTS, stat.S_IMODE(os.stat(tmp / MANIFEST).st_mode))
-            if not is_version(version):
-                raise ArtifactWriteError(f"stream {manifest.stream!r} has no version left")
             try:
                 os.rename(tmp, stream_dir / version)  # fails if another writer took it
             except OSError:

@@ -325,11 +325,9 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             return
         if isinstance(exc, MessageTimeoutError):  # the call is already cancelled
             self._observe(method, grpc.StatusCode.CANCELLED.name, elapsed)
-            del exc
             context.abort(grpc.StatusCode.CANCELLED, "no request message in time")
         code, message = status_of(exc)
         self._observe(method, code.name, elapsed)
-        del exc
         context.abort(code, fitted(message, self._max_message_bytes))
 
 

@@ -49,7 +49,7 @@ PROBE_POINTS = 16
 
 
 def traced_log_p(
-    model: DensityModel, name: str = "the model"
+    model: DensityModel, name: str = "the model", probe: torch.Tensor | None = None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The folded model's log p (`DensityModel.forward`) as a frozen TorchScript trace, else
     the model itself.
@@ -60,9 +60,11 @@ def traced_log_p(
     output equals the eager module's bit for bit at two batch sizes; otherwise (or if
     tracing fails) the eager module serves, with a warning naming `name`. `torch.jit.trace`
     is deprecated upstream (torch 2.13 still ships it; `DENSITYWATCH_TRACE_MODELS=false`
-    turns it off).
+    turns it off). `probe`: points to trace with and compare on (default: 9 drawn from the
+    model).
     """
-    probe = model.sample(9, torch.Generator().manual_seed(0))
+    if probe is None:
+        probe = model.sample(9, torch.Generator().manual_seed(0))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit", category=DeprecationWarning)
@@ -96,8 +98,9 @@ class StreamModel:
         self.feature_names = self.schema.names
         self.model = artifact.model.fold()
         name = f"stream {self.stream!r} version {self.version}"
-        self.log_p = traced_log_p(self.model, name) if trace else self.model
-        self._probe()
+        probe = self._probe_points()
+        self.log_p = traced_log_p(self.model, name, probe) if trace else self.model
+        self._check_probe(probe.double().numpy())
         self.metrics = metrics
         # Least severe first: level i + 1 of `level_names` is row i of `crossed`.
         levels = sorted(calibration.levels, key=lambda lv: -lv.target_fpr)
@@ -116,20 +119,26 @@ class StreamModel:
         self._quantile_list = self._quantiles.tolist()
         self._grid_list = self._grid.tolist()
 
-    def _probe(self) -> None:
-        """Score points drawn from the model itself, by both serving paths: a version that
-        loads but gives a non-finite log p or explanation (NaN or overflowing weights) would
-        score every point `normal`, or fail every call, and must never serve."""
+    def _probe_points(self) -> torch.Tensor:
+        """Points drawn from the model itself, to trace with and to score at load."""
         try:
             with torch.inference_mode():
-                points = self.model.sample(PROBE_POINTS, torch.Generator().manual_seed(0))
-            x = points.double().numpy()
+                return self.model.sample(PROBE_POINTS, torch.Generator().manual_seed(0))
+        except Exception as e:  # a model that cannot even sample is broken
+            raise ArtifactCorruptError(
+                f"the weights are broken: drawing probe points fails ({type(e).__name__})"
+            ) from e
+
+    def _check_probe(self, x: np.ndarray) -> None:
+        """Score the probe points by both serving paths: a version that loads but gives a
+        non-finite log p or explanation (NaN or overflowing weights) would score every point
+        `normal`, or fail every call, and must never serve."""
+        try:
             fast, _ = self.forward(x, terms=False)
             total, terms = self.forward(x)
-        except Exception as e:  # a model that cannot even sample is as broken
+        except Exception as e:
             raise ArtifactCorruptError(
-                f"the weights are broken: drawing or scoring probe points fails "
-                f"({type(e).__name__})"
+                f"the weights are broken: scoring probe points fails ({type(e).__name__})"
             ) from e
         outputs = (fast, total, terms, x)
         if not all(np.isfinite(a).all() for a in outputs if a is not None):
@@ -334,7 +343,7 @@ class Batcher:
             return self._score_alone(job, arrival)
         with self._cond:
             self._arrived(arrival)
-            self._admit(job)
+            self._admit_points(job.n)
             if self._leaders < self.concurrency:
                 self._leaders += 1
                 job.lead = True
@@ -367,9 +376,6 @@ class Batcher:
             with self._cond:
                 self._release(n)
 
-    def _admit(self, job: Job) -> None:
-        self._admit_points(job.n)
-
     def _admit_points(self, n: int) -> None:
         if self._queued + n > self.queue_limit:
             raise ResourceExhaustedError(
@@ -384,7 +390,7 @@ class Batcher:
     def _score_alone(self, job: Job, arrival: Arrival | None) -> Scores:
         with self._cond:
             self._arrived(arrival)
-            self._admit(job)
+            self._admit_points(job.n)
         try:
             if job.expired():
                 raise _expired_error()
