@@ -65,7 +65,7 @@ def build_store(root: Path) -> tuple[Any, np.ndarray]:
     depends on the shape, not the weights."""
     x = make_data(30_000, 0)
     schema = infer_schema_from_matrix(x[:20_000])
-    capacity: Capacity = default_capacities(20_000, N_FEATURES)[-1]
+    capacity: Capacity = default_capacities(20_000, schema)[-1]
     result = fit(
         schema,
         schema.encode(x[:20_000]),

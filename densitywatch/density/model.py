@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -85,6 +86,48 @@ def min_weights(n_features: int, architecture: ArchitectureSpec, n_members: int)
     copies = 1 if architecture.shared_weights else n_members
     width, depth = architecture.hidden_width, architecture.hidden_layers
     return copies * width * (2 * n_features + (depth - 1) * width)
+
+
+def unit_counts(schema: Schema, n_components: int) -> tuple[int, int]:
+    """(input units, output units) of the MADE a DensityModel builds for this schema.
+
+    Inputs: a standardised value per numeric feature, an on-atom flag per atom, a one-hot
+    block of the largest vocabulary's size per categorical feature. Outputs: 3 parameters
+    per mixture component per numeric feature, an atom logit per atom, a logit block per
+    categorical feature.
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
+        >>> unit_counts(schema, n_components=4)
+        (2, 24)
+    """
+    feats = schema.features
+    numeric = [f for f in feats if f.kind != FeatureKind.CATEGORICAL]
+    sizes = [len(f.vocabulary or []) for f in feats if f.kind == FeatureKind.CATEGORICAL]
+    cat_units = len(sizes) * max(sizes, default=1)
+    atoms = sum(f.atom is not None for f in numeric)
+    return len(numeric) + atoms + cat_units, len(numeric) * 3 * n_components + atoms + cat_units
+
+
+def weight_count(schema: Schema, architecture: ArchitectureSpec) -> int:
+    """The exact number of weights (parameters) of a DensityModel, without building it.
+
+    The output layer, width × units per member, dominates for many features: it is what a
+    parameter budget has to bound.
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name=c) for c in "abc"])
+        >>> arch = ArchitectureSpec(hidden_width=8, n_components=2, n_orderings=3)
+        >>> weight_count(schema, arch) == sum(
+        ...     p.numel() for p in DensityModel(schema, arch).parameters())
+        True
+    """
+    n_in, n_out = unit_counts(schema, architecture.n_components)
+    widths = [n_in, *[architecture.hidden_width] * architecture.hidden_layers, n_out]
+    per_copy = sum(a * b + b for a, b in itertools.pairwise(widths))
+    return per_copy * (1 if architecture.shared_weights else architecture.n_orderings)
 
 
 @dataclass(frozen=True)

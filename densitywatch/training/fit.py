@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from densitywatch.density.artifact import Manifest, TrainingInfo
-from densitywatch.density.model import ArchitectureSpec, DensityModel
+from densitywatch.density.model import ArchitectureSpec, DensityModel, weight_count
 from densitywatch.density.schema import Schema
 
 
@@ -77,30 +77,76 @@ MEDIUM_STREAM_STEPS = 3_000
 LARGE_STREAM_EPOCHS = 40
 LARGE_STREAM_MIN_STEPS = 1_500
 LARGE_STREAM_MAX_STEPS = 5_000
+# Weight budgets (`max_weights`): a small stream's artifact stays under 1 MB of float32.
+SMALL_STREAM_MAX_WEIGHTS = 1_250_000
+MAX_WEIGHTS = 3_000_000
+MIN_WIDTH = 8
 
 
-def default_capacities(n_train: int, n_features: int) -> list[Capacity]:
-    """A small grid sized to the data: small streams get small, regularised models.
+def default_capacities(n_train: int, schema: Schema) -> list[Capacity]:
+    """A small grid sized to the data, each candidate shrunk to the stream's weight budget.
 
     Every candidate is an ensemble of orderings: on anomaly-detection data the mixture over
     orderings is consistently better than a single ordering of the same total size. Small
-    streams (under 2k rows) get 20 orderings: members are cheap there, and 20 gave better
-    validation NLL than 10 while 40 cost twice the training time and half the batched scoring
-    rate for no ranking gain. Medium streams (2k to 20k rows) get 6 orderings and a 256-unit
-    wide candidate, each chosen on validation NLL; large streams one mid-sized candidate.
-    The evidence for each choice is in docs/benchmarks.md.
+    streams (under 2k rows) start from 20 orderings of a narrow, regularised network and of
+    a wider one; medium streams (2k to 20k rows) from 6 orderings and a 256-unit candidate;
+    large streams from one mid-sized candidate. `within_budget` then cuts each to
+    `max_weights(n_train)`: it is the output layer (width × units per feature) that grows
+    with the features, so on wide data the ensemble shrinks first. The evidence for each
+    choice is in docs/benchmarks.md.
     """
     if n_train < SMALL_STREAM_ROWS:
-        return [
+        templates = [
             Capacity(hidden_width=32, n_components=3, n_orderings=20, weight_decay=1e-3),
             Capacity(hidden_width=96, n_components=5, n_orderings=20, weight_decay=1e-4),
         ]
-    if n_train < LARGE_STREAM_ROWS:
-        return [
+    elif n_train < LARGE_STREAM_ROWS:
+        templates = [
             Capacity(hidden_width=64, n_components=5, n_orderings=6, weight_decay=1e-4),
             Capacity(hidden_width=256, n_components=8, n_orderings=6, weight_decay=1e-5),
         ]
-    return [Capacity(hidden_width=192, n_components=6, n_orderings=2, weight_decay=1e-6)]
+    else:
+        templates = [Capacity(hidden_width=192, n_components=6, n_orderings=2, weight_decay=1e-6)]
+    budget = max_weights(n_train)
+    shrunk = [within_budget(c, schema, budget) for c in templates]
+    return [c for i, c in enumerate(shrunk) if c not in shrunk[:i]]
+
+
+def max_weights(n_train: int) -> int:
+    """The weight budget of a stream of n_train rows (float32: 4 bytes each on disk)."""
+    return SMALL_STREAM_MAX_WEIGHTS if n_train < SMALL_STREAM_ROWS else MAX_WEIGHTS
+
+
+def within_budget(capacity: Capacity, schema: Schema, budget: int) -> Capacity:
+    """The candidate cut to at most `budget` weights: fewer orderings first, then fewer
+    mixture components, then narrower layers (never below MIN_WIDTH units).
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name=f"x{i}") for i in range(30)])
+        >>> c = Capacity(hidden_width=96, n_components=5, n_orderings=20)
+        >>> within_budget(c, schema, 250_000).n_orderings
+        4
+        >>> wide = Schema(features=[FeatureSpec(name=f"x{i}") for i in range(1555)])
+        >>> cut = within_budget(c, wide, 250_000)
+        >>> cut.n_orderings, cut.n_components, cut.hidden_width
+        (1, 1, 24)
+    """
+
+    def count(c: Capacity) -> int:
+        return weight_count(schema, c.architecture())
+
+    if count(capacity) <= budget:
+        return capacity
+    one = capacity.model_copy(update={"n_orderings": 1})
+    if not capacity.shared_weights and count(one) <= budget:
+        return capacity.model_copy(update={"n_orderings": budget // count(one)})
+    c = capacity if capacity.shared_weights else one
+    while count(c) > budget and c.n_components > 1:
+        c = c.model_copy(update={"n_components": c.n_components // 2})
+    while count(c) > budget and c.hidden_width > MIN_WIDTH:
+        c = c.model_copy(update={"hidden_width": max(MIN_WIDTH, c.hidden_width // 2)})
+    return c
 
 
 def default_max_steps(n_train: int, batch_size: int) -> int:
@@ -287,7 +333,7 @@ def fit(
     device = torch.device(config.device)
     train = torch.from_numpy(x_train).to(device)
     val = torch.from_numpy(x_val).to(device)
-    capacities = config.capacities or default_capacities(len(train), len(schema.features))
+    capacities = config.capacities or default_capacities(len(train), schema)
     if config.final_orderings is not None:
         capacities = [
             c.model_copy(update={"n_orderings": config.final_orderings}) for c in capacities

@@ -17,6 +17,8 @@ from densitywatch.density.model import (
     DensityModel,
     default_orderings,
     log_prob_numpy,
+    min_weights,
+    weight_count,
 )
 from densitywatch.density.schema import FeatureKind, FeatureSpec, Schema
 from tests.density.density_support import (
@@ -500,3 +502,20 @@ def test_samples_of_a_trained_model_match_the_stream() -> None:
     # The dependence of the category on a is reproduced, not just its marginal.
     hi_given_big_a = s[s[:, 0] > 4, 2].mean()
     assert abs(hi_given_big_a - c[a > 4].mean()) < 0.06
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+@pytest.mark.parametrize("shared", [False, True])
+def test_weight_count_is_the_built_models_parameter_count(name: str, shared: bool) -> None:
+    schema = SCHEMAS[name]()
+    for width, layers, k, e in [(8, 1, 1, 1), (16, 2, 3, 4), (5, 3, 2, 2)]:
+        arch = ArchitectureSpec(
+            hidden_width=width,
+            hidden_layers=layers,
+            n_components=k,
+            n_orderings=e,
+            shared_weights=shared,
+        )
+        built = sum(p.numel() for p in DensityModel(schema, arch).parameters())
+        assert weight_count(schema, arch) == built, (name, width, layers, k, e)
+        assert min_weights(len(schema.features), arch, e) <= built

@@ -8,17 +8,23 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from densitywatch.density.model import log_prob_numpy
+from densitywatch.density.model import log_prob_numpy, weight_count
 from densitywatch.density.schema import FeatureKind, FeatureSpec, Schema
 from densitywatch.training.fit import (
+    MIN_WIDTH,
     Capacity,
     FitConfig,
     FitResult,
     default_batch_size,
+    default_capacities,
     default_max_steps,
     fit,
+    max_weights,
     split,
+    within_budget,
 )
 from densitywatch.training.schema import infer_schema_from_matrix
 
@@ -242,3 +248,62 @@ def test_step_budget_gives_large_streams_enough_epochs_within_a_cap(n_train: int
     else:
         assert 1500 <= steps <= 5000
         assert epochs >= 40 or steps == 5000
+
+
+def _wide_schema(n_num: int, cat_sizes: list[int]) -> Schema:
+    feats = [FeatureSpec(name=f"x{i}") for i in range(n_num)]
+    feats += [
+        FeatureSpec(
+            name=f"c{i}", kind=FeatureKind.CATEGORICAL, vocabulary=[str(v) for v in range(s)]
+        )
+        for i, s in enumerate(cat_sizes)
+    ]
+    return Schema(features=feats)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n_num=st.integers(0, 2000),
+    cat_sizes=st.lists(st.integers(2, 12), max_size=20),
+    width=st.integers(8, 256),
+    k=st.integers(1, 8),
+    e=st.integers(1, 20),
+    budget=st.integers(1_000, 5_000_000),
+)
+def test_within_budget_cuts_orderings_then_components_then_width(
+    n_num: int, cat_sizes: list[int], width: int, k: int, e: int, budget: int
+) -> None:
+    if n_num + len(cat_sizes) == 0:
+        n_num = 1
+    schema = _wide_schema(n_num, cat_sizes)
+    template = Capacity(hidden_width=width, n_components=k, n_orderings=e, weight_decay=1e-4)
+    cut = within_budget(template, schema, budget)
+
+    def count(c: Capacity) -> int:
+        return weight_count(schema, c.architecture())
+
+    assert cut.weight_decay == template.weight_decay
+    assert cut.hidden_width <= width and cut.n_components <= k and cut.n_orderings <= e
+    if count(template) <= budget:
+        assert cut == template
+    elif count(cut) <= budget and cut.n_components == k and cut.hidden_width == width:
+        # Only the ensemble was cut: to the most orderings that fit.
+        assert count(cut.model_copy(update={"n_orderings": cut.n_orderings + 1})) > budget
+    else:
+        assert cut.n_orderings == 1
+        assert count(cut) <= budget or (cut.n_components == 1 and cut.hidden_width <= MIN_WIDTH)
+
+
+def test_default_capacities_stay_within_the_streams_budget() -> None:
+    cells = _wide_schema(30, [])
+    wide = _wide_schema(1555, [])
+    for n_train, schema in [
+        (200, cells),
+        (640, wide),
+        (4000, _wide_schema(512, [])),
+        (40_000, wide),
+    ]:
+        grid = default_capacities(n_train, schema)
+        assert grid and len(grid) == len({c.model_dump_json() for c in grid})
+        for c in grid:
+            assert weight_count(schema, c.architecture()) <= max_weights(n_train)
