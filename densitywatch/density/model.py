@@ -376,14 +376,7 @@ class DensityModel(nn.Module):
             out = self.net(zf.unsqueeze(0).expand(self.n_members, -1, -1))
             params = out.reshape(-1, n, x.shape[1], 3 * k)
             return cond.mixture_log_prob(params, zf) + log_jac.to(torch.float32)
-        xn = x[:, self.num_index]
-        z, log_jac = self._preprocess(xn)
-        on_atom = self._on_atom(xn)
-        if self._n_atom:  # the density's input on the atom is a constant: the flag carries it
-            z = torch.where((xn == self.atom_value) & self.has_atom, 0.0, z)
-        cat = x[:, self.cat_index].long()
-        h = self._network_input(z, on_atom, cat)
-        out = self.net(h.unsqueeze(0).expand(self.n_members, -1, -1))
+        out, z, log_jac, on_atom, cat = self._outputs(x)
         dn, dc, da = self._n_num, self._n_cat, self._n_atom
         terms = out.new_zeros(out.shape[0], n, self.n_features)
         if dn:
@@ -401,6 +394,59 @@ class DensityModel(nn.Module):
                 logits, self.cat_valid, cat, self.cat_sizes
             )
         return terms
+
+    def _outputs(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's outputs (E, n, units) for records x (n, D) float64, with what the
+        terms read beside them: z and log|dz/dx| of the numeric features, the on-atom flags
+        and the categorical indices."""
+        xn = x[:, self.num_index]
+        z, log_jac = self._preprocess(xn)
+        on_atom = self._on_atom(xn)
+        if self._n_atom:  # the density's input on the atom is a constant: the flag carries it
+            z = torch.where((xn == self.atom_value) & self.has_atom, 0.0, z)
+        cat = x[:, self.cat_index].long()
+        h = self._network_input(z, on_atom, cat)
+        return self.net(h.unsqueeze(0).expand(self.n_members, -1, -1)), z, log_jac, on_atom, cat
+
+    def member_interval_log_mass(
+        self, x: torch.Tensor, feature: int, low: float, high: float
+    ) -> torch.Tensor:
+        """Per member, log P(low < x_feature ≤ high | x_<feature) (E, n) of a continuous
+        feature without an atom, exactly (the mixture's normal CDFs), for records x (n, D).
+
+        What a continuous conditional says of a small window around a value the data hits
+        exactly: a density alone cannot be compared with a probability there, a window's
+        mass can (`benchmarks.capacity` compares models with and without atoms this way).
+
+        Example:
+            >>> from densitywatch.density.schema import FeatureSpec
+            >>> _ = torch.manual_seed(0)
+            >>> schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
+            >>> model = DensityModel(schema, ArchitectureSpec(hidden_width=8)).eval()
+            >>> x = torch.tensor([[0.1, -0.3]], dtype=torch.float64)
+            >>> whole = model.member_interval_log_mass(x, 1, -1e6, 1e6)
+            >>> bool(whole.abs().max() < 1e-6)  # the whole line: probability one
+            True
+            >>> narrow = model.member_interval_log_mass(x, 1, -0.3 - 1e-4, -0.3 + 1e-4)
+            >>> density = model.member_terms(x)[..., 1]
+            >>> torch.allclose(narrow.float(), density + math.log(2e-4), atol=1e-3)
+            True
+        """
+        spec = self.schema.features[feature]
+        if spec.kind != FeatureKind.CONTINUOUS or spec.atom is not None:
+            raise ValueError(f"feature {spec.name!r} is not a continuous feature without atom")
+        position = int((self.num_index == feature).nonzero()[0, 0])
+        out = self._outputs(x.to(torch.float64))[0]
+        k = self.architecture.n_components
+        params = out[..., position * 3 * k : (position + 1) * 3 * k].to(torch.float64)
+        log_w, means, log_scales = cond.split_mixture(params)
+        ends = torch.tensor([[low, high]], dtype=torch.float64).expand(self._n_num, 2).T
+        z_ends = self._preprocess(ends.contiguous())[0][:, position]  # monotone: an interval
+        a = (z_ends[0] - means) / log_scales.exp()
+        b = (z_ends[1] - means) / log_scales.exp()
+        return cond.logsumexp(log_w + _log_normal_mass(a, b), dim=-1)
 
     def log_prob(self, x: torch.Tensor) -> LogProb:
         """log p(x) of encoded raw records (n, D), with the per-feature terms.
@@ -554,3 +600,11 @@ def log_prob_numpy(model: DensityModel, x: np.ndarray, batch_size: int = 8192) -
             chunk = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size]))
             totals.append(model(chunk).double().numpy())
     return np.concatenate(totals) if totals else np.empty(0)
+
+
+def _log_normal_mass(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(Φ(b) − Φ(a)) for a ≤ b, accurate in both tails (the upper one by symmetry)."""
+    flip = (a + b) > 0
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi))
