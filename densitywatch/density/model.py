@@ -418,7 +418,7 @@ class DensityModel(nn.Module):
 
         What a continuous conditional says of a small window around a value the data hits
         exactly: a density alone cannot be compared with a probability there, a window's
-        mass can (`benchmarks.capacity` compares models with and without atoms this way).
+        mass can, so models with and without atoms can be compared on one reference measure.
 
         Example:
             >>> from densitywatch.density.schema import FeatureSpec
