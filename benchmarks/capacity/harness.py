@@ -7,6 +7,14 @@ capacity candidates; its figure is the held-out NLL of the candidate `fit` would
 lowest validation NLL), its cost the summed training time of its candidates and the weight
 count of the one selected. Test rows and labels are never read, so nothing here can tune on
 what the detection benchmark scores.
+
+A spec suffix `+aF` fits with atoms (`InferenceOptions.atom_fraction=F`). Densities with and
+without atoms are compared on one reference measure (`held_out_mixed_nll_per_dim`): the
+atoms that inference finds at `REFERENCE_ATOM_FRACTION` on the fit rows count as points,
+everything else as Lebesgue measure. On a reference atom, a model with that atom gives
+log P(atom); a model without it gives the log mass its density puts on a window around the
+atom (half the gap to the nearest other fit value each side), not an unbounded density spike.
+The reference flows have no such term and report the plain NLL only.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ DEFAULT_RULE = "default"  # the library's own `default_capacities`
 # Reference densities, fitted as the detection benchmark fits them (zuko, standardised inputs,
 # log p in raw units): the anchors a capacity rule's held-out NLL is read against.
 FLOW_SPECS = ("maf", "nsf")
+REFERENCE_ATOM_FRACTION = 0.05
+ATOMS = re.compile(r"^(.+)\+a([0-9.]+)$")
 SPEC = re.compile(r"^w(\d+)k(\d+)e(\d+)(?:d([0-9.]+(?:e-?\d+)?))?(?:@(\d+)(k?))?$")
 
 
@@ -60,6 +70,21 @@ class Task:
     spec: str
     max_rows: int | None
     threads: int
+
+
+def split_atoms(spec: str) -> tuple[str, float | None]:
+    """`w8k2e3+a0.05` -> ("w8k2e3", 0.05): the capacity spec and its atom fraction (or None).
+
+    >>> split_atoms("default+a0.1"), split_atoms("w8k2e3")
+    (('default', 0.1), ('w8k2e3', None))
+    """
+    match = ATOMS.match(spec)
+    if not match:
+        return spec, None
+    fraction = float(match.group(2))
+    if not 0 < fraction <= 1:
+        raise HarnessError(f"bad atom fraction in {spec!r}; expected +aF with 0 < F <= 1")
+    return match.group(1), fraction
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
@@ -92,8 +117,9 @@ def parse_rule(text: str) -> tuple[str, list[str]]:
         return name, [DEFAULT_RULE]
     items = [s.strip() for s in specs.split(",") if s.strip()]
     for s in items:
-        if s != DEFAULT_RULE and s not in FLOW_SPECS:
-            parse_spec(s)
+        base = s if s in FLOW_SPECS else split_atoms(s)[0]
+        if base != DEFAULT_RULE and base not in FLOW_SPECS:
+            parse_spec(base)
     return name, items
 
 
@@ -118,8 +144,10 @@ def run_task(task: Task) -> dict[str, Any]:
     x_train, x_held = fit_data(task.path, task.seed, task.max_rows)
     if task.spec in FLOW_SPECS:
         return run_flow_task(task, x_train, x_held)
-    schema = infer_schema_from_matrix(x_train, options=InferenceOptions(constant="categorical"))
-    capacities = None if task.spec == DEFAULT_RULE else [candidate(task.spec, schema)]
+    spec, fraction = split_atoms(task.spec)
+    options = InferenceOptions(constant="categorical", atom_fraction=fraction)
+    schema = infer_schema_from_matrix(x_train, options=options)
+    capacities = None if spec == DEFAULT_RULE else [candidate(spec, schema)]
     config = FitConfig(seed=task.seed, capacities=capacities, refit=False, show_progress=False)
     start = time.perf_counter()
     result = fit(schema, schema.encode(x_train), config)
@@ -135,6 +163,11 @@ def run_task(task: Task) -> dict[str, Any]:
         "features": d,
         "val_nll": result.val_nll,
         "held_out_nll_per_dim": mean_nll(result.model, held) / d,
+        "held_out_mixed_nll_per_dim": mixed_nll(
+            result.model, held, x_held, reference_atoms(x_train)
+        )
+        / d,
+        "atoms": sum(f.atom is not None for f in schema.features),
         "train_time_s": seconds,
         "epochs": result.epochs,
         "weights": sum(p.numel() for p in result.model.parameters()),
@@ -159,10 +192,58 @@ def run_flow_task(task: Task, x_train: np.ndarray, x_held: np.ndarray) -> dict[s
         "features": d,
         "val_nll": float(val) * d if val is not None else math.inf,
         "held_out_nll_per_dim": float(-np.mean(run.log_p)) / d,
+        "held_out_mixed_nll_per_dim": None,
+        "atoms": 0,
         "train_time_s": run.train_time_s,
         "epochs": run.extra["epochs"],
         "weights": None,
     }
+
+
+def reference_atoms(x_train: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Feature -> (atom, half window) of the reference measure's atoms.
+
+    >>> x = np.concatenate([np.zeros(6), np.linspace(0.5, 3.0, 14)])[:, None]
+    >>> reference_atoms(x)  # zeros are 30% of the rows; the nearest other value is 0.5
+    {0: (0.0, 0.25)}
+    """
+    from densitywatch.training.schema import InferenceOptions, infer_schema_from_matrix
+
+    options = InferenceOptions(constant="categorical", atom_fraction=REFERENCE_ATOM_FRACTION)
+    atoms = {}
+    for j, f in enumerate(infer_schema_from_matrix(x_train, options=options).features):
+        if f.atom is not None:
+            others = np.unique(x_train[:, j])
+            others = others[others != f.atom]
+            atoms[j] = (f.atom, float(np.min(np.abs(others - f.atom))) / 2)
+    return atoms
+
+
+def mixed_nll(
+    model: Any, held: Any, x_held: np.ndarray, atoms: dict[int, tuple[float, float]]
+) -> float:
+    """Mean NLL (nats per point) on the reference measure: log P(atom) or a window's log mass
+    on each reference atom, the density elsewhere; members combined as `log_prob` does."""
+    import torch
+
+    from densitywatch.density.schema import FeatureKind
+
+    features = model.schema.features
+    windowed = [
+        j for j in atoms if features[j].kind == FeatureKind.CONTINUOUS and features[j].atom is None
+    ]
+    model.eval()
+    with torch.no_grad():
+        terms = model.member_terms(held)  # (E, n, D)
+        if windowed:
+            low = [atoms[j][0] - atoms[j][1] for j in windowed]
+            high = [atoms[j][0] + atoms[j][1] for j in windowed]
+            mass = model.member_interval_log_mass(held, windowed, low, high).to(terms.dtype)
+            on = torch.from_numpy(np.stack([x_held[:, j] == atoms[j][0] for j in windowed], 1))
+            terms[..., windowed] = torch.where(on, mass, terms[..., windowed])
+        totals = terms.sum(dim=-1)
+        log_p = torch.logsumexp(totals, dim=0) - math.log(totals.shape[0])
+    return float(-log_p.mean())
 
 
 def candidate(spec: str, schema: Any) -> Any:
@@ -194,6 +275,7 @@ def rule_outcome(records: dict[str, dict[str, Any]], specs: Sequence[str]) -> di
     return {
         "selected": best["selected"],
         "held_out_nll_per_dim": best["held_out_nll_per_dim"],
+        "held_out_mixed_nll_per_dim": best.get("held_out_mixed_nll_per_dim"),
         "train_time_s": sum(r["train_time_s"] for r in runs),
         "weights": best["weights"],
     }
@@ -215,8 +297,10 @@ def summarise(records: list[dict[str, Any]], rules: dict[str, list[str]]) -> dic
 def _mean_over_seeds(seeds: dict[str, dict[str, Any]], rule: str) -> dict[str, Any]:
     outs = [s[rule] for s in seeds.values()]
     weights = [o["weights"] for o in outs if o["weights"] is not None]
+    mixed = [o.get("held_out_mixed_nll_per_dim") for o in outs]
     return {
         "held_out_nll_per_dim": statistics.fmean(o["held_out_nll_per_dim"] for o in outs),
+        "held_out_mixed_nll_per_dim": None if None in mixed else statistics.fmean(mixed),  # type: ignore[arg-type]
         "train_time_s": statistics.fmean(o["train_time_s"] for o in outs),
         "weights": statistics.fmean(weights) if weights else None,  # None: a reference flow
         "selected": sorted({o["selected"] for o in outs}),
@@ -224,31 +308,47 @@ def _mean_over_seeds(seeds: dict[str, dict[str, Any]], rule: str) -> dict[str, A
 
 
 def _rule_summary(datasets: dict[str, Any], rules: list[str]) -> dict[str, Any]:
-    """Each rule against the first: paired differences per dataset, and what it costs."""
+    """Each rule against the first: paired differences per dataset, and what it costs.
+
+    Differences are read on the reference measure when both rules have it (any two
+    densitywatch rules, atoms or not), else on the plain NLL (a reference flow)."""
     base = rules[0]
     summary = {}
     for rule in rules:
-        diffs, noisy = [], 0
+        diffs, noisy, measures = [], 0, set()
         for entry in datasets.values():
-            per_seed = [
-                s[rule]["held_out_nll_per_dim"] - s[base]["held_out_nll_per_dim"]
-                for s in entry["seeds"].values()
-            ]
+            per_seed = []
+            for s in entry["seeds"].values():
+                key = _common_measure(s[rule], s[base])
+                measures.add(key)
+                per_seed.append(s[rule][key] - s[base][key])
             diffs.append(statistics.fmean(per_seed))
             spread = statistics.stdev(per_seed) if len(per_seed) > 1 else math.inf
             noisy += abs(diffs[-1]) <= spread
         means = [e["rules"][rule] for e in datasets.values()]
+        mixed = [m["held_out_mixed_nll_per_dim"] for m in means]
         summary[rule] = {
             "against": base,
+            "measure": "mixed" if measures == {MIXED} else "plain",
             "better": sum(d < 0 for d in diffs),
             "worse": sum(d > 0 for d in diffs),
             "within_seed_spread": noisy,
             "mean_diff_nll_per_dim": statistics.fmean(diffs),
             "mean_held_out_nll_per_dim": statistics.fmean(m["held_out_nll_per_dim"] for m in means),
+            "mean_held_out_mixed_nll_per_dim": None if None in mixed else statistics.fmean(mixed),
             "mean_train_time_s": statistics.fmean(m["train_time_s"] for m in means),
             "max_weights": max((m["weights"] or 0 for m in means), default=0) or None,
         }
     return summary
+
+
+MIXED = "held_out_mixed_nll_per_dim"
+
+
+def _common_measure(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return (
+        MIXED if a.get(MIXED) is not None and b.get(MIXED) is not None else "held_out_nll_per_dim"
+    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -269,21 +369,29 @@ def rules_markdown(result: dict[str, Any]) -> list[str]:
         + ".",
         "",
         "| rule | better / worse than `" + rules[0] + "` | within seed spread | mean Δ NLL/d "
-        "| mean NLL/d | mean train s | max weights |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "(measure) | mean NLL/d | mean mixed NLL/d | mean train s | max weights |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for rule, s in result["summary"]["rules"].items():
         lines.append(
             f"| {rule} | {s['better']} / {s['worse']} | {s['within_seed_spread']} | "
-            f"{s['mean_diff_nll_per_dim']:+.4f} | {s['mean_held_out_nll_per_dim']:.4f} | "
+            f"{s['mean_diff_nll_per_dim']:+.4f} ({s['measure']}) | "
+            f"{s['mean_held_out_nll_per_dim']:.4f} | "
+            f"{_nll(s['mean_held_out_mixed_nll_per_dim'])} | "
             f"{s['mean_train_time_s']:.1f} | {_thousands(s['max_weights'])} |"
         )
-    lines += ["", "| dataset | rows × features | " + " | ".join(rules) + " |"]
+    lines += [
+        "",
+        "Per dataset: NLL/d / mixed NLL/d (train time, weights; selected).",
+        "",
+        "| dataset | rows × features | " + " | ".join(rules) + " |",
+    ]
     lines.append("|---|---:|" + "---:|" * len(rules))
     for name, entry in result["summary"]["datasets"].items():
         shape = result["shapes"][name]
         cells = [
-            f"{m['held_out_nll_per_dim']:.3f} ({m['train_time_s']:.0f} s, "
+            f"{m['held_out_nll_per_dim']:.3f} / {_nll(m['held_out_mixed_nll_per_dim'])} "
+            f"({m['train_time_s']:.0f} s, "
             f"{_thousands(m['weights'], 1e3)}; {'/'.join(m['selected'])})"
             for m in (entry["rules"][r] for r in rules)
         ]
@@ -358,6 +466,10 @@ def cost_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _nll(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def _thousands(n: float | None, unit: float = 1.0) -> str:
     if n is None:
         return "–"
@@ -374,8 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rule",
         action="append",
         default=None,
-        help="NAME=SPEC[,SPEC...] (SPEC like w32k3e20d1e-3) or `default`; the first is the "
-        "baseline the others are compared with (default: `default` alone)",
+        help="NAME=SPEC[,SPEC...] (SPEC like w32k3e20d1e-3, `default`, `maf`, `nsf`; a suffix "
+        "+aF fits with atoms at fraction F) or `default`; the first is the baseline the "
+        "others are compared with (default: `default` alone)",
     )
     p.add_argument("--max-rows", type=int, default=20_000, help="rows kept per dataset")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
@@ -448,12 +561,13 @@ def _run_all(tasks: list[Task], jobs: int) -> list[dict[str, Any]]:
 
 
 def _expected_cost(task: Task) -> float:
-    if task.spec == DEFAULT_RULE:
-        return math.inf
     if task.spec in FLOW_SPECS:
         return 1e6
-    c = parse_spec(task.spec)
-    return c["hidden_width"] * c["n_components"] * c["n_orderings"] / (1 + ("@" in task.spec))
+    spec = split_atoms(task.spec)[0]
+    if spec == DEFAULT_RULE:
+        return math.inf
+    c = parse_spec(spec)
+    return c["hidden_width"] * c["n_components"] * c["n_orderings"] / (1 + ("@" in spec))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     for rule, s in (result["summary"] or {"rules": {}})["rules"].items():
         print(
             f"  {rule:>12}: NLL/d {s['mean_held_out_nll_per_dim']:.4f}  "
+            f"mixed {_nll(s['mean_held_out_mixed_nll_per_dim'])}  "
             f"train {s['mean_train_time_s']:.1f} s  max weights {_thousands(s['max_weights'])}"
         )
     return 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -411,10 +412,15 @@ class DensityModel(nn.Module):
         return self.net(h.unsqueeze(0).expand(self.n_members, -1, -1)), z, log_jac, on_atom, cat
 
     def member_interval_log_mass(
-        self, x: torch.Tensor, feature: int, low: float, high: float
+        self,
+        x: torch.Tensor,
+        features: Sequence[int],
+        low: Sequence[float],
+        high: Sequence[float],
     ) -> torch.Tensor:
-        """Per member, log P(low < x_feature ≤ high | x_<feature) (E, n) of a continuous
-        feature without an atom, exactly (the mixture's normal CDFs), for records x (n, D).
+        """Per member, log P(low_j < x_j ≤ high_j | x_<j) (E, n, J) of continuous features
+        j without an atom, exactly (the mixture's normal CDFs), for records x (n, D); one
+        forward pass for all J features.
 
         What a continuous conditional says of a small window around a value the data hits
         exactly: a density alone cannot be compared with a probability there, a window's
@@ -426,26 +432,28 @@ class DensityModel(nn.Module):
             >>> schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
             >>> model = DensityModel(schema, ArchitectureSpec(hidden_width=8)).eval()
             >>> x = torch.tensor([[0.1, -0.3]], dtype=torch.float64)
-            >>> whole = model.member_interval_log_mass(x, 1, -1e6, 1e6)
-            >>> bool(whole.abs().max() < 1e-6)  # the whole line: probability one
-            True
-            >>> narrow = model.member_interval_log_mass(x, 1, -0.3 - 1e-4, -0.3 + 1e-4)
-            >>> density = model.member_terms(x)[..., 1]
+            >>> whole = model.member_interval_log_mass(x, [0, 1], [-1e6, -1e6], [1e6, 1e6])
+            >>> whole.shape, bool(whole.abs().max() < 1e-6)  # the whole line: probability one
+            (torch.Size([1, 1, 2]), True)
+            >>> narrow = model.member_interval_log_mass(x, [1], [-0.3 - 1e-4], [-0.3 + 1e-4])
+            >>> density = model.member_terms(x)[..., 1:]
             >>> torch.allclose(narrow.float(), density + math.log(2e-4), atol=1e-3)
             True
         """
-        spec = self.schema.features[feature]
-        if spec.kind != FeatureKind.CONTINUOUS or spec.atom is not None:
-            raise ValueError(f"feature {spec.name!r} is not a continuous feature without atom")
-        position = int((self.num_index == feature).nonzero()[0, 0])
+        for j in features:
+            spec = self.schema.features[j]
+            if spec.kind != FeatureKind.CONTINUOUS or spec.atom is not None:
+                raise ValueError(f"feature {spec.name!r} is not a continuous feature without atom")
+        positions = [int((self.num_index == j).nonzero()[0, 0]) for j in features]
         out = self._outputs(x.to(torch.float64))[0]
         k = self.architecture.n_components
-        params = out[..., position * 3 * k : (position + 1) * 3 * k].to(torch.float64)
-        log_w, means, log_scales = cond.split_mixture(params)
-        ends = torch.tensor([[low, high]], dtype=torch.float64).expand(self._n_num, 2).T
-        z_ends = self._preprocess(ends.contiguous())[0][:, position]  # monotone: an interval
-        a = (z_ends[0] - means) / log_scales.exp()
-        b = (z_ends[1] - means) / log_scales.exp()
+        params = out[..., : self._n_num * 3 * k].reshape(*out.shape[:2], self._n_num, 3 * k)
+        log_w, means, log_scales = cond.split_mixture(params[..., positions, :].to(torch.float64))
+        ends = torch.zeros(2, self._n_num, dtype=torch.float64)
+        ends[:, positions] = torch.tensor([list(low), list(high)], dtype=torch.float64)
+        z_ends = self._preprocess(ends)[0][:, positions].unsqueeze(-1)  # monotone: intervals
+        scales = log_scales.exp()
+        a, b = (z_ends[0] - means) / scales, (z_ends[1] - means) / scales
         return cond.logsumexp(log_w + _log_normal_mass(a, b), dim=-1)
 
     def log_prob(self, x: torch.Tensor) -> LogProb:

@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
-from benchmarks.capacity.harness import main, parse_rule, parse_shape, parse_spec, rule_outcome
+from benchmarks.capacity.harness import (
+    main,
+    mixed_nll,
+    parse_rule,
+    parse_shape,
+    parse_spec,
+    rule_outcome,
+    split_atoms,
+)
 from benchmarks.detection.harness import HarnessError
 from tests.benchmarks.detection_support import write_dataset
 
@@ -21,6 +31,11 @@ def test_specs_rules_and_shapes_parse_or_are_refused() -> None:
     for bad in ("w8k2", "k2e3", "w8k2e3@"):
         with pytest.raises(HarnessError):
             parse_spec(bad)
+    assert split_atoms("w8k2e3@500+a0.1") == ("w8k2e3@500", 0.1)
+    assert parse_rule("z=default+a0.05,w8k2e3+a0.2") == ("z", ["default+a0.05", "w8k2e3+a0.2"])
+    for bad in ("w8k2e3+a0", "w8k2e3+a1.5", "w8k2+a0.1"):
+        with pytest.raises(HarnessError):
+            parse_rule(f"r={bad}")
     with pytest.raises(HarnessError):
         parse_rule("nodefault")
     with pytest.raises(HarnessError):
@@ -46,7 +61,13 @@ def test_a_rule_reports_the_candidate_with_the_lowest_validation_nll() -> None:
     }
     out = rule_outcome(records, ["a", "b"])
     # Selection is by validation NLL, as fit does, even when the held-out figure disagrees.
-    assert out == {"selected": "b", "held_out_nll_per_dim": 0.9, "train_time_s": 3.0, "weights": 20}
+    assert out == {
+        "selected": "b",
+        "held_out_nll_per_dim": 0.9,
+        "held_out_mixed_nll_per_dim": None,
+        "train_time_s": 3.0,
+        "weights": 20,
+    }
 
 
 def test_the_command_compares_rules_and_times_the_default_fit(tmp_path: Path) -> None:
@@ -86,3 +107,44 @@ def test_the_command_compares_rules_and_times_the_default_fit(tmp_path: Path) ->
     assert (c["rows"], c["features"]) == (60, 3) and c["artifact_bytes"] > 4 * c["weights"]
     md = (out / "capacity.md").read_text()
     assert "| tiny |" in md and "python -m benchmarks.capacity" in md
+
+
+def test_the_mixed_measure_counts_a_reference_atom_by_the_mass_of_its_window() -> None:
+    from densitywatch.density.model import ArchitectureSpec, DensityModel
+    from densitywatch.density.schema import FeatureSpec, Schema
+    from densitywatch.training.fit import mean_nll
+
+    torch.manual_seed(0)
+    schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
+    model = DensityModel(schema, ArchitectureSpec(hidden_width=8)).eval()
+    x = np.array([[0.0, 0.3], [0.0, -1.0], [0.7, 0.2], [-0.4, 1.1]])
+    held = torch.from_numpy(x)
+    # No reference atoms: the plain NLL.
+    assert mixed_nll(model, held, x, {}) == pytest.approx(mean_nll(model, held), rel=1e-6)
+    # A window over the whole line has probability one: rows on the atom lose feature a's
+    # density term and keep b's; rows off it are unchanged.
+    terms = model.member_terms(held)[0].detach().numpy()
+    on = x[:, 0] == 0.0
+    expected = -np.mean(np.where(on, 0.0, terms[:, 0]) + terms[:, 1])
+    assert mixed_nll(model, held, x, {0: (0.0, 1e6)}) == pytest.approx(expected, rel=1e-5)
+
+
+def test_rules_with_and_without_atoms_are_compared_on_the_mixed_measure(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "adbench"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(200, 3)), 0.0)  # about half of each column exactly zero
+    np.savez(data / "1_relu.npz", X=x, y=(np.arange(200) % 20 == 0).astype(np.int64))
+    out = tmp_path / "out"
+    argv = ["--data", str(tmp_path / "data"), "--out", str(out)]
+    assert main([*argv, "--rule", "plain=w8k2e1", "--rule", "atoms=w8k2e1+a0.05"]) == 0
+    result = json.loads((out / "capacity.json").read_text())
+    by_spec = {r["spec"]: r for r in result["records"]}
+    plain, atoms = by_spec["w8k2e1"], by_spec["w8k2e1+a0.05"]
+    assert (plain["atoms"], atoms["atoms"]) == (0, 3)
+    # A model with every reference atom is already on the reference measure; one without
+    # them is read through its windows' masses, not its density spikes.
+    assert atoms["held_out_mixed_nll_per_dim"] == pytest.approx(atoms["held_out_nll_per_dim"])
+    assert plain["held_out_mixed_nll_per_dim"] != pytest.approx(plain["held_out_nll_per_dim"])
+    assert result["summary"]["rules"]["atoms"]["measure"] == "mixed"
+    assert "mixed NLL/d" in (out / "capacity.md").read_text()
