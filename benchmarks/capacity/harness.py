@@ -8,7 +8,8 @@ lowest validation NLL), its cost the summed training time of its candidates and 
 count of the one selected. Test rows and labels are never read, so nothing here can tune on
 what the detection benchmark scores.
 
-A spec suffix `+aF` fits with atoms (`InferenceOptions.atom_fraction=F`). Densities with and
+A spec suffix `+aF` fits with atoms (`InferenceOptions.atom_fraction=F`); `+f32` keeps the
+fitted parameters in float32 (`FitConfig.half_precision=False`). Densities with and
 without atoms are compared on one reference measure (`held_out_mixed_nll_per_dim`): the
 atoms that inference finds at `REFERENCE_ATOM_FRACTION` on the fit rows count as points,
 everything else as Lebesgue measure. On a reference atom, a model with that atom gives
@@ -58,7 +59,7 @@ DEFAULT_RULE = "default"  # the library's own `default_capacities`
 # log p in raw units): the anchors a capacity rule's held-out NLL is read against.
 FLOW_SPECS = ("maf", "nsf")
 REFERENCE_ATOM_FRACTION = 0.05
-ATOMS = re.compile(r"^(.+)\+a([0-9.]+)$")
+ATOMS = re.compile(r"^a([0-9]*\.?[0-9]+)$")
 SPEC = re.compile(r"^w(\d+)k(\d+)e(\d+)(?:d([0-9.]+(?:e-?\d+)?))?(?:@(\d+)(k?))?$")
 
 
@@ -72,19 +73,36 @@ class Task:
     threads: int
 
 
-def split_atoms(spec: str) -> tuple[str, float | None]:
-    """`w8k2e3+a0.05` -> ("w8k2e3", 0.05): the capacity spec and its atom fraction (or None).
+@dataclass(frozen=True)
+class Variant:
+    """A spec's suffixes: `+aF` fits with atoms at fraction F, `+f32` keeps float32
+    parameters (no rounding to float16 values)."""
 
-    >>> split_atoms("default+a0.1"), split_atoms("w8k2e3")
-    (('default', 0.1), ('w8k2e3', None))
+    spec: str
+    atom_fraction: float | None = None
+    half_precision: bool = True
+
+
+def split_variant(spec: str) -> Variant:
+    """`w8k2e3+a0.05+f32` -> the capacity spec and its suffixes.
+
+    >>> split_variant("default+a0.1+f32")
+    Variant(spec='default', atom_fraction=0.1, half_precision=False)
+    >>> split_variant("w8k2e3")
+    Variant(spec='w8k2e3', atom_fraction=None, half_precision=True)
     """
-    match = ATOMS.match(spec)
-    if not match:
-        return spec, None
-    fraction = float(match.group(2))
-    if not 0 < fraction <= 1:
-        raise HarnessError(f"bad atom fraction in {spec!r}; expected +aF with 0 < F <= 1")
-    return match.group(1), fraction
+    base, *suffixes = spec.split("+")
+    fraction, half = None, True
+    for suffix in suffixes:
+        if suffix == "f32":
+            half = False
+        elif (match := ATOMS.match(suffix)) and 0 < float(match.group(1)) <= 1:
+            fraction = float(match.group(1))
+        else:
+            raise HarnessError(
+                f"bad suffix +{suffix} in {spec!r}; expected +aF (0 < F <= 1) or +f32"
+            )
+    return Variant(base, fraction, half)
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
@@ -117,7 +135,7 @@ def parse_rule(text: str) -> tuple[str, list[str]]:
         return name, [DEFAULT_RULE]
     items = [s.strip() for s in specs.split(",") if s.strip()]
     for s in items:
-        base = s if s in FLOW_SPECS else split_atoms(s)[0]
+        base = s if s in FLOW_SPECS else split_variant(s).spec
         if base != DEFAULT_RULE and base not in FLOW_SPECS:
             parse_spec(base)
     return name, items
@@ -144,11 +162,17 @@ def run_task(task: Task) -> dict[str, Any]:
     x_train, x_held = fit_data(task.path, task.seed, task.max_rows)
     if task.spec in FLOW_SPECS:
         return run_flow_task(task, x_train, x_held)
-    spec, fraction = split_atoms(task.spec)
-    options = InferenceOptions(constant="categorical", atom_fraction=fraction)
+    variant = split_variant(task.spec)
+    options = InferenceOptions(constant="categorical", atom_fraction=variant.atom_fraction)
     schema = infer_schema_from_matrix(x_train, options=options)
-    capacities = None if spec == DEFAULT_RULE else [candidate(spec, schema)]
-    config = FitConfig(seed=task.seed, capacities=capacities, refit=False, show_progress=False)
+    capacities = None if variant.spec == DEFAULT_RULE else [candidate(variant.spec, schema)]
+    config = FitConfig(
+        seed=task.seed,
+        capacities=capacities,
+        refit=False,
+        show_progress=False,
+        half_precision=variant.half_precision,
+    )
     start = time.perf_counter()
     result = fit(schema, schema.encode(x_train), config)
     seconds = time.perf_counter() - start
@@ -486,9 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rule",
         action="append",
         default=None,
-        help="NAME=SPEC[,SPEC...] (SPEC like w32k3e20d1e-3, `default`, `maf`, `nsf`; a suffix "
-        "+aF fits with atoms at fraction F) or `default`; the first is the baseline the "
-        "others are compared with (default: `default` alone)",
+        help="NAME=SPEC[,SPEC...] (SPEC like w32k3e20d1e-3, `default`, `maf`, `nsf`; suffixes: "
+        "+aF fits with atoms at fraction F, +f32 keeps float32 parameters); the first rule "
+        "is the baseline the others are compared with (default: `default` alone)",
     )
     p.add_argument("--max-rows", type=int, default=20_000, help="rows kept per dataset")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
@@ -563,7 +587,7 @@ def _run_all(tasks: list[Task], jobs: int) -> list[dict[str, Any]]:
 def _expected_cost(task: Task) -> float:
     if task.spec in FLOW_SPECS:
         return 1e6
-    spec = split_atoms(task.spec)[0]
+    spec = split_variant(task.spec).spec
     if spec == DEFAULT_RULE:
         return math.inf
     c = parse_spec(spec)

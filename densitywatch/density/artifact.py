@@ -6,6 +6,13 @@ folder beside its final place and renamed into place, so readers never see half 
 is never edited afterwards (calibration writes a new version). Loading verifies the
 weights' SHA-256 and the manifest's own checksum, and uses safetensors, which holds only
 tensors and cannot execute code.
+
+The weights file holds each masked layer's weights packed: only the entries its MADE mask
+keeps (about half), in row-major order under `<layer>.weight.packed`, as the masks follow
+from the stored orderings. Parameters that float16 represents exactly (a trained model is
+rounded to it, `DensityModel.round_to_half_`) are stored as float16. Both are lossless: a
+loaded model computes the same log p as the one written. Files with dense float32 weights
+load as before.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from densitywatch.density.calibration import Calibration
-from densitywatch.density.model import ArchitectureSpec, DensityModel, min_weights
+from densitywatch.density.model import (
+    ArchitectureSpec,
+    DensityModel,
+    check_orderings,
+    connection_counts,
+    min_weights,
+)
 from densitywatch.density.schema import Schema
 from densitywatch.errors import (
     ArtifactCorruptError,
@@ -42,6 +55,7 @@ from densitywatch.errors import (
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+PACKED = ".packed"  # suffix of a masked layer's weights stored at its mask's ones
 _VERSION_WIDTH = 6
 # ASCII digits only: str.isdigit() also accepts "²" and other digits int() cannot parse.
 _VERSION_NAME = re.compile(rf"[0-9]{{{_VERSION_WIDTH}}}")
@@ -342,8 +356,7 @@ class ArtifactStore:
         try:
             stream_dir.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
-            state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS))
+            save_file(stored_state(model), str(tmp / WEIGHTS))
             _fsync_file(tmp / WEIGHTS)  # on disk before the rename makes the version visible
             manifest = manifest.model_copy(update={"weights_sha256": _sha256_file(tmp / WEIGHTS)})
             return self._rename_into_place(tmp, stream_dir, manifest, model)
@@ -489,27 +502,110 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
         model = DensityModel(
             manifest.feature_schema, manifest.architecture, orderings=state["orderings"]
         )
-        model.load_state_dict(_without_masks(model, state), strict=True)
+        model.load_state_dict(_without_masks(model, _unpacked(model, state)), strict=True)
     except (KeyError, RuntimeError, ValueError, IndexError) as e:
         raise ArtifactCorruptError(f"{weights} does not match its manifest: {e}") from e
     model.eval()
     return Artifact(manifest, model, path)
 
 
+def stored_state(model: DensityModel) -> dict[str, torch.Tensor]:
+    """The tensors a weights file holds for `model`: masked layers' weights packed (one copy
+    per member; shared weights stay dense), float32 parameters that float16 represents
+    exactly as float16.
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> _ = torch.manual_seed(0)
+        >>> schema = Schema(features=[FeatureSpec(name=c) for c in "abc"])
+        >>> model = DensityModel(schema, ArchitectureSpec(hidden_width=8)).round_to_half_()
+        >>> state = stored_state(model)
+        >>> state["net.layers.1.weight.packed"].shape, state["net.layers.1.weight.packed"].dtype
+        (torch.Size([48]), torch.float16)
+        >>> int(model.net.masked_layers()[1].mask.sum())  # of 8 x 8
+        48
+    """
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    parameters = {name for name, _ in model.named_parameters()}
+    for i, layer in enumerate(model.net.masked_layers()):
+        name = f"net.layers.{i}.weight"
+        if not model.architecture.shared_weights:  # one copy per member, each masked
+            state[name + PACKED] = state.pop(name)[layer.mask.bool()]
+            parameters.add(name + PACKED)
+    return {k: _half_if_exact(v) if k in parameters else v for k, v in state.items()}
+
+
+def _half_if_exact(tensor: torch.Tensor) -> torch.Tensor:
+    half = tensor.half()
+    return half if tensor.dtype == torch.float32 and torch.equal(half.float(), tensor) else tensor
+
+
+def _unpacked(model: DensityModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with packed weights scattered back to their masks' ones (zeros elsewhere)."""
+    state = dict(state)
+    for i, layer in enumerate(model.net.masked_layers()):
+        name = f"net.layers.{i}.weight"
+        packed = state.pop(name + PACKED, None)
+        if packed is None:
+            continue
+        keep = layer.mask.bool()
+        if packed.dim() != 1 or packed.numel() != int(keep.sum()):
+            raise ValueError(
+                f"{name}{PACKED} holds {packed.numel()} weights, its mask keeps {int(keep.sum())}"
+            )
+        weight = torch.zeros(keep.shape, dtype=torch.float32)
+        weight[keep] = packed.to(torch.float32)
+        state[name] = weight
+    return state
+
+
 def _check_size(weights: Path, manifest: Manifest, state: dict[str, torch.Tensor]) -> None:
     """Refuse, before building it, an architecture larger than the stored weights: building
-    allocates what the manifest declares, and only then could the weights refuse it."""
+    allocates what the manifest declares, and only then could the weights refuse it.
+
+    Packed layers must hold exactly the weights their masks keep (counted from the stored
+    orderings without building anything); dense files must hold at least `min_weights`."""
     orderings = state.get("orderings")
     if orderings is None or orderings.dim() != 2:
         raise ArtifactCorruptError(f"{weights} does not match its manifest: no orderings")
+    schema, architecture = manifest.feature_schema, manifest.architecture
+    packed = {k: v for k, v in state.items() if k.endswith(PACKED)}
+    if packed:
+        _check_packed(weights, schema, architecture, orderings, packed)
+        return
     stored = sum(tensor.numel() for tensor in state.values())
-    n_features = len(manifest.feature_schema.features)
-    needed = min_weights(n_features, manifest.architecture, int(orderings.shape[0]))
+    needed = min_weights(len(schema.features), architecture, int(orderings.shape[0]))
     if needed > stored:
         raise ArtifactCorruptError(
             f"{weights} does not match its manifest: the architecture needs at least "
             f"{needed} weights, the file holds {stored}"
         )
+
+
+def _check_packed(
+    weights: Path,
+    schema: Schema,
+    architecture: ArchitectureSpec,
+    orderings: torch.Tensor,
+    packed: dict[str, torch.Tensor],
+) -> None:
+    try:
+        check_orderings(orderings, len(schema.features))
+    except ValueError as e:
+        raise ArtifactCorruptError(f"{weights} does not match its manifest: {e}") from e
+    counts = connection_counts(schema, architecture, orderings.long())
+    expected = {f"net.layers.{i}.weight{PACKED}": n for i, n in enumerate(counts)}
+    if architecture.shared_weights or set(packed) != set(expected):
+        raise ArtifactCorruptError(
+            f"{weights} does not match its manifest: packed layers {sorted(packed)}, "
+            f"the architecture has {sorted(expected)}"
+        )
+    for name, tensor in packed.items():
+        if tensor.numel() != expected[name]:
+            raise ArtifactCorruptError(
+                f"{weights} does not match its manifest: {name} holds {tensor.numel()} "
+                f"weights, the architecture's masks keep {expected[name]}"
+            )
 
 
 def _without_masks(model: DensityModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

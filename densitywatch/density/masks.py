@@ -122,3 +122,29 @@ def made_masks(
         previous = degrees
     masks.append(output_mask(previous, output_degrees))
     return masks
+
+
+def made_connection_counts(
+    input_degrees: torch.Tensor, hidden_widths: list[int], output_degrees: torch.Tensor
+) -> list[int]:
+    """The number of ones of each mask `made_masks` builds, without building them (a sort and
+    a search per layer): what a packed artifact must hold, checked before allocating.
+
+    Example:
+        >>> ins, outs = torch.tensor([2, 1, 3]), torch.tensor([3, 3, 1, 2, 2])
+        >>> made_connection_counts(ins, [4, 4], outs)
+        [6, 12, 12]
+        >>> [int(m.sum()) for m in made_masks(ins, [4, 4], outs)]
+        [6, 12, 12]
+    """
+    n_features = int(input_degrees.max().item()) if len(input_degrees) else 1
+    counts: list[int] = []
+    previous = torch.sort(input_degrees).values
+    for width in hidden_widths:
+        degrees = hidden_degrees(width, n_features)
+        # hidden_mask connects out >= in: for each unit, the inputs of degree <= its own.
+        counts.append(int(torch.searchsorted(previous, degrees, right=True).sum()))
+        previous = torch.sort(degrees).values
+    # output_mask connects out > in strictly: the inputs of degree < the unit's own.
+    counts.append(int(torch.searchsorted(previous, output_degrees, right=False).sum()))
+    return counts

@@ -35,7 +35,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from densitywatch.density import conditionals as cond
-from densitywatch.density.masks import feature_degrees, identity_ordering, random_ordering
+from densitywatch.density.masks import (
+    feature_degrees,
+    identity_ordering,
+    made_connection_counts,
+    random_ordering,
+)
 from densitywatch.density.nn import MaskedMLP
 from densitywatch.density.schema import FeatureKind, Schema
 
@@ -129,6 +134,57 @@ def weight_count(schema: Schema, architecture: ArchitectureSpec) -> int:
     widths = [n_in, *[architecture.hidden_width] * architecture.hidden_layers, n_out]
     per_copy = sum(a * b + b for a, b in itertools.pairwise(widths))
     return per_copy * (1 if architecture.shared_weights else architecture.n_orderings)
+
+
+def unit_degrees(
+    schema: Schema, orderings: torch.Tensor, n_components: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member degrees (E, units) of the MADE's input units [numeric z | atom flags |
+    one-hots] and output units [mixture parameters | atom logits | categorical logits].
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
+        >>> ins, outs = unit_degrees(schema, torch.tensor([[1, 0]]), n_components=1)
+        >>> ins, outs  # b comes first: degree 1
+        (tensor([[2, 1]]), tensor([[2, 2, 2, 1, 1, 1]]))
+    """
+    feats = schema.features
+    num = torch.tensor([j for j, f in enumerate(feats) if f.kind != FeatureKind.CATEGORICAL])
+    cat = torch.tensor([j for j, f in enumerate(feats) if f.kind == FeatureKind.CATEGORICAL])
+    atom = torch.tensor([i for i, j in enumerate(num.tolist()) if feats[j].atom is not None])
+    vmax = max(
+        (len(f.vocabulary or []) for f in feats if f.kind == FeatureKind.CATEGORICAL), default=1
+    )
+    ins, outs = [], []
+    for ordering in orderings:
+        deg = feature_degrees(ordering)
+        num_deg, cat_deg = deg[num.long()], deg[cat.long()]
+        atom_deg, cat_units = num_deg[atom.long()], cat_deg.repeat_interleave(vmax)
+        ins.append(torch.cat([num_deg, atom_deg, cat_units]))
+        outs.append(torch.cat([num_deg.repeat_interleave(3 * n_components), atom_deg, cat_units]))
+    return torch.stack(ins), torch.stack(outs)
+
+
+def connection_counts(
+    schema: Schema, architecture: ArchitectureSpec, orderings: torch.Tensor
+) -> list[int]:
+    """The unmasked weights of each layer of a DensityModel, summed over its members,
+    without building it: what an artifact stores of a layer whose weights are packed.
+
+    Example:
+        >>> from densitywatch.density.schema import FeatureSpec
+        >>> schema = Schema(features=[FeatureSpec(name=c) for c in "abc"])
+        >>> arch = ArchitectureSpec(hidden_width=8, n_components=2, n_orderings=2)
+        >>> model = DensityModel(schema, arch)
+        >>> connection_counts(schema, arch, model.orderings) == [
+        ...     int(layer.mask.sum()) for layer in model.net.masked_layers()]
+        True
+    """
+    ins, outs = unit_degrees(schema, orderings, architecture.n_components)
+    widths = [architecture.hidden_width] * architecture.hidden_layers
+    per_member = [made_connection_counts(i, widths, o) for i, o in zip(ins, outs, strict=True)]
+    return [sum(layer) for layer in zip(*per_member, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -271,22 +327,34 @@ class DensityModel(nn.Module):
         self._any_log = any(feats[j].log_transform for j in num)
 
     def _unit_degrees(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member degrees of input units [numeric z | atom flags | one-hots] and output
-        units [mixture parameters | atom logits | categorical logits]."""
-        k, vmax = self.architecture.n_components, self.vmax
-        ins, outs = [], []
-        for ordering in self.orderings:
-            deg = feature_degrees(ordering)
-            num_deg, cat_deg = deg[self.num_index], deg[self.cat_index]
-            atom_deg, cat_units = num_deg[self.atom_index], cat_deg.repeat_interleave(vmax)
-            ins.append(torch.cat([num_deg, atom_deg, cat_units]))
-            outs.append(torch.cat([num_deg.repeat_interleave(3 * k), atom_deg, cat_units]))
-        return torch.stack(ins), torch.stack(outs)
+        return unit_degrees(self.schema, self.orderings, self.architecture.n_components)
 
     @property
     def n_features(self) -> int:
         """D, the number of features of the schema."""
         return len(self.schema.features)
+
+    @torch.no_grad()
+    def round_to_half_(self) -> DensityModel:
+        """Round every parameter to its nearest float16 value, in place (kept float32).
+
+        An artifact then stores the parameters in half the bytes, losslessly, so the model
+        that is calibrated and served is the one the file holds. A parameter float16 cannot
+        represent (beyond ±65 504) is left as it is, and stored in float32.
+
+        Example:
+            >>> from densitywatch.density.schema import FeatureSpec
+            >>> _ = torch.manual_seed(0)
+            >>> schema = Schema(features=[FeatureSpec(name="a"), FeatureSpec(name="b")])
+            >>> model = DensityModel(schema, ArchitectureSpec(hidden_width=8)).round_to_half_()
+            >>> all(torch.equal(p.half().float(), p) for p in model.parameters())
+            True
+        """
+        for p in self.parameters():
+            rounded = p.half()
+            if torch.isfinite(rounded).all():
+                p.copy_(rounded)
+        return self
 
     def fold(self) -> DensityModel:
         """Prepare for inference: fold masks into weights, eval mode. Do not train after.

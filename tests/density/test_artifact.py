@@ -25,6 +25,7 @@ from densitywatch.density.artifact import (
     TrainingInfo,
     fingerprint,
     load_artifact,
+    stored_state,
     with_calibration,
 )
 from densitywatch.density.calibration import calibrate
@@ -82,6 +83,52 @@ def test_round_trip_gives_bit_identical_log_prob(store: ArtifactStore, model: De
         assert torch.equal(got.total, expected.total)
         assert torch.equal(got.terms, expected.terms)
         assert torch.equal(loaded.model.fold().log_prob(x).total, expected.total)
+
+
+def test_a_rounded_model_is_stored_packed_in_half_precision_and_loads_bit_identically(
+    store: ArtifactStore, model: DensityModel, tmp_path: Path
+) -> None:
+    rounded = model.round_to_half_()
+    written = store.write(rounded, _manifest(rounded)).path
+    dense = tmp_path / "dense.safetensors"
+    save_file({k: v.contiguous() for k, v in rounded.state_dict().items()}, str(dense))
+    # About half the entries (the masks' ones) at half the bytes each.
+    assert (written / WEIGHTS).stat().st_size < 0.35 * dense.stat().st_size
+    with safe_open(str(written / WEIGHTS), framework="pt") as f:
+        packed = {n: f.get_tensor(n) for n in f.keys() if n.endswith(".packed")}  # noqa: SIM118
+    assert len(packed) == len(rounded.net.masked_layers())
+    assert all(t.dtype == torch.float16 and t.dim() == 1 for t in packed.values())
+    x = torch.from_numpy(random_encoded(mixed_schema(), 200, seed=5))
+    with torch.no_grad():
+        expected, got = rounded.log_prob(x), load_artifact(written).model.log_prob(x)
+    assert torch.equal(got.total, expected.total) and torch.equal(got.terms, expected.terms)
+
+
+def test_a_model_not_rounded_keeps_float32_and_still_loads_bit_identically(
+    store: ArtifactStore, model: DensityModel
+) -> None:
+    state = stored_state(model)
+    assert state["net.layers.0.weight.packed"].dtype == torch.float32
+    written = store.write(model, _manifest(model)).path
+    x = torch.from_numpy(random_encoded(mixed_schema(), 50, seed=6))
+    with torch.no_grad():
+        assert torch.equal(load_artifact(written).model(x), model(x))
+
+
+def test_a_packed_layer_of_the_wrong_length_is_refused_before_building(
+    written: Path, model: DensityModel
+) -> None:
+    state = stored_state(model)
+    state["net.layers.1.weight.packed"] = state["net.layers.1.weight.packed"][:-1].clone()
+    save_file(state, str(written / WEIGHTS))
+    _resign_weights(written)
+    with pytest.raises(ArtifactCorruptError, match="masks keep"):
+        load_artifact(written)
+    del state["net.layers.1.weight.packed"]
+    save_file(state, str(written / WEIGHTS))
+    _resign_weights(written)
+    with pytest.raises(ArtifactCorruptError, match="packed layers"):
+        load_artifact(written)
 
 
 def test_round_trip_of_a_folded_model(store: ArtifactStore, model: DensityModel) -> None:
@@ -336,14 +383,16 @@ def test_valid_safetensors_that_do_not_match_the_manifest_are_refused(
     ],
     ids=["out-of-range", "repeated", "short"],
 )
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 def test_weights_with_a_broken_ordering_are_refused(
-    written: Path, model: DensityModel, broken: object
+    written: Path, model: DensityModel, broken: object, packed: bool
 ) -> None:
     """A well-formed file whose `orderings` is not a permutation of the features is corrupt:
     it must be refused, neither crash with another exception nor load a broken model."""
     from safetensors.torch import save_file
 
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    dense = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = stored_state(model) if packed else dense
     state["orderings"] = broken(state["orderings"])  # type: ignore[operator]
     save_file(state, str(written / WEIGHTS))
     _resign(written)
