@@ -536,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    commit = git_commit()  # of the code that runs: HEAD may move while the fits do
     rules = dict(parse_rule(r) for r in (args.rule or [DEFAULT_RULE]))
     shapes = [parse_shape(t) for t in args.cost_shape] if args.cost_shape else COST_SHAPES
     wanted = args.cost or args.only_cost or args.cost_shape
@@ -564,7 +565,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "summary": summarise(records, rules) if records else None,
         "cost": costs,
         "command": command,
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine_info(),
     }
 

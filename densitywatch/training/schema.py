@@ -6,8 +6,8 @@ Rules (documented in docs/model.md):
 - a numeric column with at most `max_categorical_values` distinct values is categorical
   (its values become the vocabulary), so lattice points cannot make log p blow up;
 - a numeric column whose values are all integers is `integer` (uniformly dequantised);
-- otherwise it is `continuous`; with `atom_fraction` set, its most frequent value is its
-  atom (a probability of its own, not a density spike) when it holds that share of the rows;
+- otherwise it is `continuous`; its most frequent value is its atom (a probability of its
+  own, not a density spike) when it holds at least `atom_fraction` of the rows (5%);
 - a non-negative column whose skewness exceeds `log_skew` gets the transform sign(x)·log1p(|x|)
   when that reduces the skewness;
 - every numeric non-categorical column is standardised (mean, std after the transform, over
@@ -42,12 +42,11 @@ class InferenceOptions(BaseModel):
         default=2.0, description="Skewness above which a log transform is tried."
     )
     atom_fraction: float | None = Field(
-        default=None,
+        default=0.05,
         gt=0,
         le=1,
         description="A continuous column's most frequent value is an atom when it holds at "
-        "least this share of the rows; None: no atoms (the default until the benchmark "
-        "confirms them on both data pools).",
+        "least this share of the rows; None: no atoms.",
     )
     constant: str = Field(
         default="error", description="Constant columns: 'error' or 'categorical' (one value)."

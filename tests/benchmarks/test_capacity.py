@@ -151,3 +151,28 @@ def test_rules_with_and_without_atoms_are_compared_on_the_mixed_measure(tmp_path
     assert plain["held_out_mixed_nll_per_dim"] != pytest.approx(plain["held_out_nll_per_dim"])
     assert result["summary"]["rules"]["atoms"]["measure"] == "mixed"
     assert "mixed NLL/d" in (out / "capacity.md").read_text()
+
+
+def test_the_result_names_the_commit_the_run_started_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEAD can move while a long run fits (a commit made meanwhile): the code that ran is
+    the code loaded at the start."""
+    import benchmarks.capacity.harness as harness
+
+    data = tmp_path / "data" / "adbench"
+    data.mkdir(parents=True)
+    write_dataset(data / "1_tiny.npz", n_normal=80, n_anomaly=5, d=2, shift=4.0, seed=0)
+    fitted: list[str] = []
+    run_task = harness.run_task
+
+    def recorded(task: harness.Task) -> dict[str, object]:
+        fitted.append(task.spec)
+        return run_task(task)
+
+    monkeypatch.setattr(harness, "run_task", recorded)
+    monkeypatch.setattr(harness, "git_commit", lambda: "after" if fitted else "before")
+    out = tmp_path / "out"
+    argv = ["--data", str(tmp_path / "data"), "--rule", "r=w8k1e1", "--out", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "capacity.json").read_text())["commit"] == "before"

@@ -154,14 +154,15 @@ def test_numeric_kind_follows_the_rules(values: np.ndarray) -> None:
             assert values.min() >= -0.5  # integers are shifted by +0.5 first
 
 
-def test_a_frequent_value_in_a_continuous_column_becomes_its_atom_when_asked() -> None:
+def test_a_frequent_value_in_a_continuous_column_becomes_its_atom() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(5.0, 2.0, 1000)
     x[:300] = 0.0  # exact zeros standing for "missing"
-    options = InferenceOptions(atom_fraction=0.05)
-    spec = infer_schema({"x": x}, options=options).features[0]
+    spec = infer_schema({"x": x}).features[0]  # at the default share, 5%
     assert spec.kind == FeatureKind.CONTINUOUS and spec.atom == 0.0
     assert abs(spec.mean - x[300:].mean()) < 1e-9 and abs(spec.std - x[300:].std()) < 1e-9
-    assert infer_schema({"x": x}).features[0].atom is None, "atoms are opt-in"
+    off = InferenceOptions(atom_fraction=None)
+    assert infer_schema({"x": x}, options=off).features[0].atom is None
     rare = infer_schema({"x": x[250:]}, options=InferenceOptions(atom_fraction=0.1))
     assert rare.features[0].atom is None, "50 zeros in 750 rows is under 10%"
+    assert infer_schema({"x": x[270:]}).features[0].atom is None, "30 zeros in 730 is under 5%"
