@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from benchmarks.detection.harness import (
     main,
     make_split,
     seed_record,
+    summarise,
 )
 from benchmarks.detection.methods import Calibrated, MethodRun, Split
 
@@ -240,3 +242,33 @@ def test_split_is_half_the_normals_and_all_anomalies() -> None:
     assert fit_rows.isdisjoint(a.x_test[:, 0]) and fit_rows <= set(range(11))
     assert set(a.x_test[:, 0]) | fit_rows == set(range(15))
     assert fit_rows != set(b.x_fit[:, 0])  # seeds give different splits
+
+
+def test_test_nll_is_compared_with_the_flows_only_where_all_are_densities_of_one_measure() -> None:
+    def entry(kinds: dict[str, int], dw: float, maf: float, nsf: float) -> dict[str, Any]:
+        common = {"roc_auc": 50.0, "pr_auc": 10.0, "train_time_s": 1.0, "test_normals": 10}
+        return {
+            "densitywatch": {**common, **kinds, "test_nll_per_dim": dw},
+            "gmm": {**common, "test_nll_per_dim": 9.0},
+            "maf": {**common, "test_nll_per_dim": maf},
+            "nsf": {**common, "test_nll_per_dim": nsf},
+        }
+
+    plain = {"n_integer_features": 0, "n_categorical_features": 0, "n_atom_features": 0}
+    datasets = {
+        "a": entry(plain, 1.0, 2.0, 0.5),
+        "b": entry(plain, 1.0, 3.0, 3.0),
+        # A flow's density spikes on an atom; densitywatch gives it a probability.
+        "c": entry({**plain, "n_atom_features": 4}, 1.0, -5.0, -5.0),
+        "d": entry({"n_integer_features": 2}, 1.0, -5.0, -5.0),  # counts missing: not compared
+    }
+    summary, _ = summarise(datasets, ["densitywatch", "gmm", "maf", "nsf"], {})
+    same = summary["densitywatch"]["nll_same_measure"]
+    assert same["datasets"] == ["a", "b"]
+    assert same["mean_test_nll_per_dim"] == {
+        "densitywatch": 1.0,
+        "gmm": 9.0,
+        "maf": 2.5,
+        "nsf": 1.75,
+    }
+    assert (same["wins_vs_maf"], same["wins_vs_nsf"], same["wins_vs_gmm"]) == (2, 1, 2)
