@@ -76,33 +76,37 @@ class Task:
 @dataclass(frozen=True)
 class Variant:
     """A spec's suffixes: `+aF` fits with atoms at fraction F, `+f32` keeps float32
-    parameters (no rounding to float16 values)."""
+    parameters (no rounding to float16 values), `+s` spreads hidden degrees over all
+    positions (`ArchitectureSpec.spread_degrees`)."""
 
     spec: str
     atom_fraction: float | None = None
     half_precision: bool = True
+    spread_degrees: bool = False
 
 
 def split_variant(spec: str) -> Variant:
     """`w8k2e3+a0.05+f32` -> the capacity spec and its suffixes.
 
     >>> split_variant("default+a0.1+f32")
-    Variant(spec='default', atom_fraction=0.1, half_precision=False)
-    >>> split_variant("w8k2e3")
-    Variant(spec='w8k2e3', atom_fraction=None, half_precision=True)
+    Variant(spec='default', atom_fraction=0.1, half_precision=False, spread_degrees=False)
+    >>> split_variant("w8k2e3+s")
+    Variant(spec='w8k2e3', atom_fraction=None, half_precision=True, spread_degrees=True)
     """
     base, *suffixes = spec.split("+")
-    fraction, half = None, True
+    fraction, half, spread = None, True, False
     for suffix in suffixes:
         if suffix == "f32":
             half = False
+        elif suffix == "s":
+            spread = True
         elif (match := ATOMS.match(suffix)) and 0 < float(match.group(1)) <= 1:
             fraction = float(match.group(1))
         else:
             raise HarnessError(
-                f"bad suffix +{suffix} in {spec!r}; expected +aF (0 < F <= 1) or +f32"
+                f"bad suffix +{suffix} in {spec!r}; expected +aF (0 < F <= 1), +f32 or +s"
             )
-    return Variant(base, fraction, half)
+    return Variant(base, fraction, half, spread)
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
@@ -155,7 +159,7 @@ def run_task(task: Task) -> dict[str, Any]:
     """Fit one candidate (or the default grid) and measure it on the held-out rows."""
     import torch
 
-    from densitywatch.training.fit import FitConfig, fit, mean_nll
+    from densitywatch.training.fit import FitConfig, default_capacities, fit, mean_nll, split
     from densitywatch.training.schema import InferenceOptions, infer_schema_from_matrix
 
     torch.set_num_threads(task.threads)
@@ -166,6 +170,10 @@ def run_task(task: Task) -> dict[str, Any]:
     options = InferenceOptions(constant="categorical", atom_fraction=variant.atom_fraction)
     schema = infer_schema_from_matrix(x_train, options=options)
     capacities = None if variant.spec == DEFAULT_RULE else [candidate(variant.spec, schema)]
+    if variant.spread_degrees:
+        n_fit = len(split(x_train, FitConfig().val_fraction, task.seed)[0])
+        grid = capacities or default_capacities(n_fit, schema)
+        capacities = [c.model_copy(update={"spread_degrees": True}) for c in grid]
     config = FitConfig(
         seed=task.seed,
         capacities=capacities,
@@ -511,7 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="NAME=SPEC[,SPEC...] (SPEC like w32k3e20d1e-3, `default`, `maf`, `nsf`; suffixes: "
-        "+aF fits with atoms at fraction F, +f32 keeps float32 parameters); the first rule "
+        "+aF fits with atoms at fraction F, +f32 keeps float32 parameters, +s spreads "
+        "hidden degrees); the first rule "
         "is the baseline the others are compared with (default: `default` alone)",
     )
     p.add_argument("--max-rows", type=int, default=20_000, help="rows kept per dataset")

@@ -49,21 +49,28 @@ def feature_degrees(ordering: torch.Tensor) -> torch.Tensor:
     return degrees
 
 
-def hidden_degrees(width: int, n_features: int) -> torch.Tensor:
+def hidden_degrees(width: int, n_features: int, spread: bool = False) -> torch.Tensor:
     """Deterministic hidden-unit degrees cycling through 1..max(D-1, 1).
 
     Cycling (rather than sampling, as MADE does) spreads units evenly over the degrees
-    and leaves nothing to re-draw: the degrees follow from (width, D) alone.
+    and leaves nothing to re-draw: the degrees follow from (width, D) alone. With fewer
+    units than degrees, cycling uses only degrees 1..width, so a feature placed later than
+    width + 1 sees only the first width features of its ordering; `spread` places the
+    units evenly over 1..D-1 instead (the same degrees as cycling when width >= D - 1).
 
     Example:
         >>> hidden_degrees(5, n_features=3)
         tensor([1, 2, 1, 2, 1])
+        >>> hidden_degrees(4, n_features=9), hidden_degrees(4, n_features=9, spread=True)
+        (tensor([1, 2, 3, 4]), tensor([1, 3, 5, 8]))
 
     References:
         Germain, Gregor, Murray, Larochelle. MADE: Masked Autoencoder for Distribution
         Estimation. ICML 2015. https://arxiv.org/abs/1502.03509
     """
     top = max(n_features - 1, 1)
+    if spread and 1 < width < top:  # from 1 to D - 1 inclusive: the last feature sees all
+        return torch.arange(width, dtype=torch.long) * (top - 1) // (width - 1) + 1
     return torch.arange(width, dtype=torch.long) % top + 1
 
 
@@ -91,7 +98,10 @@ def output_mask(in_degrees: torch.Tensor, out_degrees: torch.Tensor) -> torch.Te
 
 
 def made_masks(
-    input_degrees: torch.Tensor, hidden_widths: list[int], output_degrees: torch.Tensor
+    input_degrees: torch.Tensor,
+    hidden_widths: list[int],
+    output_degrees: torch.Tensor,
+    spread: bool = False,
 ) -> list[torch.Tensor]:
     """All masks of a MADE network, input layer first.
 
@@ -117,7 +127,7 @@ def made_masks(
     masks: list[torch.Tensor] = []
     previous = input_degrees
     for width in hidden_widths:
-        degrees = hidden_degrees(width, n_features)
+        degrees = hidden_degrees(width, n_features, spread)
         masks.append(hidden_mask(previous, degrees))
         previous = degrees
     masks.append(output_mask(previous, output_degrees))
@@ -125,7 +135,10 @@ def made_masks(
 
 
 def made_connection_counts(
-    input_degrees: torch.Tensor, hidden_widths: list[int], output_degrees: torch.Tensor
+    input_degrees: torch.Tensor,
+    hidden_widths: list[int],
+    output_degrees: torch.Tensor,
+    spread: bool = False,
 ) -> list[int]:
     """The number of ones of each mask `made_masks` builds, without building them (a sort and
     a search per layer): what a packed artifact must hold, checked before allocating.
@@ -141,7 +154,7 @@ def made_connection_counts(
     counts: list[int] = []
     previous = torch.sort(input_degrees).values
     for width in hidden_widths:
-        degrees = hidden_degrees(width, n_features)
+        degrees = hidden_degrees(width, n_features, spread)
         # hidden_mask connects out >= in: for each unit, the inputs of degree <= its own.
         counts.append(int(torch.searchsorted(previous, degrees, right=True).sum()))
         previous = torch.sort(degrees).values

@@ -53,7 +53,7 @@ class ArchitectureSpec(BaseModel):
     Example:
         >>> ArchitectureSpec()  # doctest: +NORMALIZE_WHITESPACE
         ArchitectureSpec(hidden_width=128, hidden_layers=2, n_components=8, n_orderings=1,
-                         shared_weights=False)
+                         shared_weights=False, spread_degrees=False)
     """
 
     # The upper bounds are far above any model a stream needs; they keep an edited manifest
@@ -69,6 +69,11 @@ class ArchitectureSpec(BaseModel):
     shared_weights: bool = Field(
         default=False,
         description="One network for all orderings (order-agnostic MADE) instead of one each.",
+    )
+    spread_degrees: bool = Field(
+        default=False,
+        description="Hidden units' degrees spread over all positions of the ordering, not only "
+        "the first hidden_width (matters when hidden_width < number of features - 1).",
     )
 
 
@@ -183,7 +188,10 @@ def connection_counts(
     """
     ins, outs = unit_degrees(schema, orderings, architecture.n_components)
     widths = [architecture.hidden_width] * architecture.hidden_layers
-    per_member = [made_connection_counts(i, widths, o) for i, o in zip(ins, outs, strict=True)]
+    spread = architecture.spread_degrees
+    per_member = [
+        made_connection_counts(i, widths, o, spread) for i, o in zip(ins, outs, strict=True)
+    ]
     return [sum(layer) for layer in zip(*per_member, strict=True)]
 
 
@@ -268,7 +276,13 @@ class DensityModel(nn.Module):
         self._register_preprocessing(schema)
         in_deg, out_deg = self._unit_degrees()
         hidden = [architecture.hidden_width] * architecture.hidden_layers
-        self.net = MaskedMLP(in_deg, out_deg, hidden, shared=architecture.shared_weights)
+        self.net = MaskedMLP(
+            in_deg,
+            out_deg,
+            hidden,
+            shared=architecture.shared_weights,
+            spread=architecture.spread_degrees,
+        )
         self._init_output_bias()
 
     def _init_output_bias(self) -> None:

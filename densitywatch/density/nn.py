@@ -120,12 +120,14 @@ class MaskedMLP(nn.Module):
         output_degrees: torch.Tensor,
         hidden_widths: list[int],
         shared: bool = False,
+        spread: bool = False,
     ) -> None:
         """`*_degrees`: (E, units) per ensemble member; a feature's units share its degree.
-        `shared`: one set of weights for all members (see `MaskedLinear`)."""
+        `shared`: one set of weights for all members (see `MaskedLinear`); `spread`: hidden
+        degrees spread over all positions (see `hidden_degrees`)."""
         super().__init__()
         layer_masks = [
-            made_masks(input_degrees[e], hidden_widths, output_degrees[e])
+            made_masks(input_degrees[e], hidden_widths, output_degrees[e], spread)
             for e in range(input_degrees.shape[0])
         ]
         stacked = [torch.stack(ms) for ms in zip(*layer_masks, strict=True)]

@@ -29,6 +29,7 @@ class Capacity(BaseModel):
     n_orderings: int = 1
     weight_decay: float = 0.0
     shared_weights: bool = False
+    spread_degrees: bool = False
 
     def architecture(self) -> ArchitectureSpec:
         return ArchitectureSpec(
@@ -36,6 +37,7 @@ class Capacity(BaseModel):
             n_components=self.n_components,
             n_orderings=self.n_orderings,
             shared_weights=self.shared_weights,
+            spread_degrees=self.spread_degrees,
         )
 
 

@@ -430,3 +430,18 @@ def test_fingerprint_tracks_content_shape_and_dtype() -> None:
     b = a.copy()
     b[3] += 1e-12
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_a_narrow_model_with_spread_degrees_round_trips_packed(store: ArtifactStore) -> None:
+    from densitywatch.density.model import ArchitectureSpec
+    from densitywatch.density.schema import FeatureSpec
+
+    schema = Schema(features=[FeatureSpec(name=f"x{j}") for j in range(12)])
+    arch = ArchitectureSpec(hidden_width=4, n_components=2, n_orderings=3, spread_degrees=True)
+    torch.manual_seed(0)
+    model = DensityModel(schema, arch).round_to_half_()
+    loaded = load_artifact(store.write(model, _manifest(model)).path)
+    assert loaded.manifest.architecture.spread_degrees
+    x = torch.randn(20, 12, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x))

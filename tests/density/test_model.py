@@ -28,6 +28,7 @@ from tests.density.density_support import (
     make_model,
     mixed_schema,
     number_cat,
+    perturb,
     quick_train,
     random_encoded,
     string_cat,
@@ -102,6 +103,21 @@ def test_member_terms_gradients_follow_each_ordering(
                     assert (grad[:, j] == 0).all(), (name, e, i, j)
                 elif deg[j] < deg[i] or j == i:
                     assert (grad[:, j] != 0).any(), (name, e, i, j)
+
+
+@pytest.mark.parametrize("spread", [False, True])
+def test_a_narrow_network_sees_the_whole_past_only_with_spread_degrees(spread: bool) -> None:
+    """With 4 hidden units and 12 features, cycling degrees 1..4 lets the last feature see only
+    the first 4; spread degrees (1 to 11) let it see all 11 before it (its own term depends on
+    its own value, through the density, in both)."""
+    schema = Schema(features=[FeatureSpec(name=f"x{j}") for j in range(12)])
+    arch = ArchitectureSpec(hidden_width=4, n_components=2, spread_degrees=spread)
+    model = perturb(DensityModel(schema, arch), seed=1)  # one member: the identity ordering
+    x = torch.randn(3, 12, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(model.member_terms(x)[0, :, 11].sum(), x)
+    seen = (grad != 0).any(dim=0)
+    assert seen[:4].all() and seen[11]
+    assert bool(seen[4:11].all()) is spread and bool(seen[4:11].any()) is spread
 
 
 def _unit_features(model: DensityModel) -> tuple[list[int], list[int]]:
