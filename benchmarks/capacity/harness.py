@@ -8,8 +8,10 @@ lowest validation NLL), its cost the summed training time of its candidates and 
 count of the one selected. Test rows and labels are never read, so nothing here can tune on
 what the detection benchmark scores.
 
-A spec suffix `+aF` fits with atoms (`InferenceOptions.atom_fraction=F`); `+f32` keeps the
-fitted parameters in float32 (`FitConfig.half_precision=False`). Densities with and
+A spec suffix `+aF` fits with atoms (`InferenceOptions.atom_fraction=F`; without it a rule
+fits without atoms, whatever the library's default, so a committed command means the same
+at every commit); `+s` spreads hidden degrees (`ArchitectureSpec.spread_degrees`); `+f32`
+keeps the fitted parameters in float32 (`FitConfig.half_precision=False`). Densities with and
 without atoms are compared on one reference measure (`held_out_mixed_nll_per_dim`): the
 atoms that inference finds at `REFERENCE_ATOM_FRACTION` on the fit rows count as points,
 everything else as Lebesgue measure. On a reference atom, a model with that atom gives
