@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    commit = git_commit()  # of the code that runs: HEAD may move during the run
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         store = Path(folder) / "store"
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         "windows": win,
         "back_pressure": bp,
         "server_exit_code": exit_code,
-        "commit": git_commit(),
+        "commit": commit,
         "machine": machine_info(),
         "command": command_line("benchmarks.load", argv),
     }

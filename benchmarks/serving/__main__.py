@@ -264,6 +264,7 @@ def run(
     """Every measurement once per round, rounds interleaved, so that a slow spell of the
     machine hits both sides of a ratio; ratios are medians of per-round ratios. `command`,
     the command line of the run, is recorded in the result."""
+    commit = git_commit()  # of the code that runs: HEAD may move during the run
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-"))
     artifact, x = build_store(tmp / "store")
@@ -323,7 +324,7 @@ def run(
     results: dict[str, Any] = {k: _pooled(v, lat[k]) for k, v in per_round.items()}
     results["raw_points_per_s_batch_8192"] = raw_run(model, x, 8192, seconds)["points_per_s"]
     results["iforest_points_per_s"] = iforest_points_per_s(x, seconds)
-    summary = summarise(results, per_round)
+    summary = {**summarise(results, per_round), "commit": commit}
     if command is not None:
         summary["command"] = command
     if out is not None:
@@ -392,7 +393,6 @@ def summarise(r: dict[str, Any], per_round: dict[str, list[dict[str, float]]]) -
         },
         "details": r,
         "machine": machine_info(),
-        "commit": git_commit(),
     }
 
 
