@@ -62,6 +62,7 @@ DEFAULT_RULE = "default"  # the library's own `default_capacities`
 FLOW_SPECS = ("maf", "nsf")
 REFERENCE_ATOM_FRACTION = 0.05
 ATOMS = re.compile(r"^a([0-9]*\.?[0-9]+)$")
+ISOLATION = re.compile(r"^i([0-9]*\.?[0-9]+)$")
 SPEC = re.compile(r"^w(\d+)k(\d+)e(\d+)(?:d([0-9.]+(?:e-?\d+)?))?(?:@(\d+)(k?))?$")
 
 
@@ -79,36 +80,43 @@ class Task:
 class Variant:
     """A spec's suffixes: `+aF` fits with atoms at fraction F, `+f32` keeps float32
     parameters (no rounding to float16 values), `+s` spreads hidden degrees over all
-    positions (`ArchitectureSpec.spread_degrees`)."""
+    positions (`ArchitectureSpec.spread_degrees`), `+iR` keeps only atoms holding R times
+    the rows of the next most frequent value (`InferenceOptions.atom_isolation`)."""
 
     spec: str
     atom_fraction: float | None = None
     half_precision: bool = True
     spread_degrees: bool = False
+    atom_isolation: float | None = None
 
 
 def split_variant(spec: str) -> Variant:
     """`w8k2e3+a0.05+f32` -> the capacity spec and its suffixes.
 
-    >>> split_variant("default+a0.1+f32")
-    Variant(spec='default', atom_fraction=0.1, half_precision=False, spread_degrees=False)
-    >>> split_variant("w8k2e3+s")
-    Variant(spec='w8k2e3', atom_fraction=None, half_precision=True, spread_degrees=True)
+    >>> split_variant("default+a0.1+f32")  # doctest: +NORMALIZE_WHITESPACE
+    Variant(spec='default', atom_fraction=0.1, half_precision=False, spread_degrees=False,
+            atom_isolation=None)
+    >>> split_variant("w8k2e3+s+a0.05+i5")  # doctest: +NORMALIZE_WHITESPACE
+    Variant(spec='w8k2e3', atom_fraction=0.05, half_precision=True, spread_degrees=True,
+            atom_isolation=5.0)
     """
     base, *suffixes = spec.split("+")
-    fraction, half, spread = None, True, False
+    fraction, half, spread, isolation = None, True, False, None
     for suffix in suffixes:
         if suffix == "f32":
             half = False
         elif suffix == "s":
             spread = True
+        elif (ratio := ISOLATION.match(suffix)) and float(ratio.group(1)) >= 1:
+            isolation = float(ratio.group(1))
         elif (match := ATOMS.match(suffix)) and 0 < float(match.group(1)) <= 1:
             fraction = float(match.group(1))
         else:
             raise HarnessError(
-                f"bad suffix +{suffix} in {spec!r}; expected +aF (0 < F <= 1), +f32 or +s"
+                f"bad suffix +{suffix} in {spec!r}; expected +aF (0 < F <= 1), +iR (R >= 1), "
+                "+f32 or +s"
             )
-    return Variant(base, fraction, half, spread)
+    return Variant(base, fraction, half, spread, isolation)
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
@@ -169,7 +177,11 @@ def run_task(task: Task) -> dict[str, Any]:
     if task.spec in FLOW_SPECS:
         return run_flow_task(task, x_train, x_held)
     variant = split_variant(task.spec)
-    options = InferenceOptions(constant="categorical", atom_fraction=variant.atom_fraction)
+    options = InferenceOptions(
+        constant="categorical",
+        atom_fraction=variant.atom_fraction,
+        atom_isolation=variant.atom_isolation,
+    )
     schema = infer_schema_from_matrix(x_train, options=options)
     capacities = None if variant.spec == DEFAULT_RULE else [candidate(variant.spec, schema)]
     if variant.spread_degrees:
@@ -522,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="NAME=SPEC[,SPEC...] (SPEC like w32k3e20d1e-3, `default`, `maf`, `nsf`; suffixes: "
         "+aF fits with atoms at fraction F, +f32 keeps float32 parameters, +s spreads "
-        "hidden degrees); the first rule "
+        "hidden degrees, +iR keeps isolated atoms only); the first rule "
         "is the baseline the others are compared with (default: `default` alone)",
     )
     p.add_argument("--max-rows", type=int, default=20_000, help="rows kept per dataset")

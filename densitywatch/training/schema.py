@@ -48,6 +48,13 @@ class InferenceOptions(BaseModel):
         description="A continuous column's most frequent value is an atom when it holds at "
         "least this share of the rows; None: no atoms.",
     )
+    atom_isolation: float | None = Field(
+        default=None,
+        ge=1,
+        description="An atom must also hold at least this many times the rows of the "
+        "column's next most frequent value (a point mass, such as exact zeros among distinct "
+        "values, rather than the mode of a lattice); None: no such condition.",
+    )
     constant: str = Field(
         default="error", description="Constant columns: 'error' or 'categorical' (one value)."
     )
@@ -125,6 +132,10 @@ def _atom(x: np.ndarray, options: InferenceOptions) -> float | None:
     top = int(np.argmax(counts))
     if counts[top] < options.atom_fraction * len(x) or len(values) < 3:
         return None
+    if options.atom_isolation is not None:
+        second = np.partition(counts, -2)[-2]
+        if counts[top] < options.atom_isolation * second:
+            return None
     return float(values[top])
 
 

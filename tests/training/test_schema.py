@@ -166,3 +166,13 @@ def test_a_frequent_value_in_a_continuous_column_becomes_its_atom() -> None:
     rare = infer_schema({"x": x[250:]}, options=InferenceOptions(atom_fraction=0.1))
     assert rare.features[0].atom is None, "50 zeros in 750 rows is under 10%"
     assert infer_schema({"x": x[270:]}).features[0].atom is None, "30 zeros in 730 is under 5%"
+
+
+def test_an_isolation_ratio_keeps_point_masses_and_drops_the_modes_of_lattices() -> None:
+    rng = np.random.default_rng(1)
+    zeros = np.r_[np.zeros(300), rng.normal(5.0, 2.0, 700)]  # a point mass among distinct values
+    lattice = np.round(rng.normal(0.0, 2.0, 1000) * 2) / 2 + 0.05  # a mode, neighbours close
+    options = InferenceOptions(atom_isolation=5.0)
+    assert infer_schema({"x": zeros}, options=options).features[0].atom == 0.0
+    assert infer_schema({"x": lattice}).features[0].atom is not None  # 5% alone: an atom
+    assert infer_schema({"x": lattice}, options=options).features[0].atom is None
