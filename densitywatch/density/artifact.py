@@ -527,9 +527,9 @@ def stored_state(model: DensityModel) -> dict[str, torch.Tensor]:
     """
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     parameters = {name for name, _ in model.named_parameters()}
-    for i, layer in enumerate(model.net.masked_layers()):
-        name = f"net.layers.{i}.weight"
-        if not model.architecture.shared_weights:  # one copy per member, each masked
+    if not model.architecture.shared_weights:  # one copy per member, each masked
+        for i, layer in enumerate(model.net.masked_layers()):
+            name = f"net.layers.{i}.weight"
             state[name + PACKED] = state.pop(name)[layer.mask.bool()]
             parameters.add(name + PACKED)
     return {k: _half_if_exact(v) if k in parameters else v for k, v in state.items()}
@@ -541,7 +541,8 @@ def _half_if_exact(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _unpacked(model: DensityModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` with packed weights scattered back to their masks' ones (zeros elsewhere)."""
+    """`state` with packed weights scattered back to their masks' ones (zeros elsewhere);
+    `_check_packed` has checked their lengths against the masks before the model was built."""
     state = dict(state)
     for i, layer in enumerate(model.net.masked_layers()):
         name = f"net.layers.{i}.weight"
@@ -549,10 +550,6 @@ def _unpacked(model: DensityModel, state: dict[str, torch.Tensor]) -> dict[str, 
         if packed is None:
             continue
         keep = layer.mask.bool()
-        if packed.dim() != 1 or packed.numel() != int(keep.sum()):
-            raise ValueError(
-                f"{name}{PACKED} holds {packed.numel()} weights, its mask keeps {int(keep.sum())}"
-            )
         weight = torch.zeros(keep.shape, dtype=torch.float32)
         weight[keep] = packed.to(torch.float32)
         state[name] = weight
@@ -601,10 +598,11 @@ def _check_packed(
             f"the architecture has {sorted(expected)}"
         )
     for name, tensor in packed.items():
-        if tensor.numel() != expected[name]:
+        if tensor.dim() != 1 or tensor.numel() != expected[name]:
             raise ArtifactCorruptError(
-                f"{weights} does not match its manifest: {name} holds {tensor.numel()} "
-                f"weights, the architecture's masks keep {expected[name]}"
+                f"{weights} does not match its manifest: {name} holds "
+                f"{tuple(tensor.shape)} weights, the architecture's masks keep "
+                f"{expected[name]} (one row)"
             )
 
 

@@ -113,12 +113,10 @@ def unit_counts(schema: Schema, n_components: int) -> tuple[int, int]:
         >>> unit_counts(schema, n_components=4)
         (2, 24)
     """
-    feats = schema.features
-    numeric = [f for f in feats if f.kind != FeatureKind.CATEGORICAL]
-    sizes = [len(f.vocabulary or []) for f in feats if f.kind == FeatureKind.CATEGORICAL]
-    cat_units = len(sizes) * max(sizes, default=1)
-    atoms = sum(f.atom is not None for f in numeric)
-    return len(numeric) + atoms + cat_units, len(numeric) * 3 * n_components + atoms + cat_units
+    layout = _Layout.of(schema)
+    cat_units = len(layout.cat) * layout.vmax
+    dn, atoms = len(layout.num), len(layout.atom)
+    return dn + atoms + cat_units, dn * 3 * n_components + atoms + cat_units
 
 
 def weight_count(schema: Schema, architecture: ArchitectureSpec) -> int:
@@ -141,6 +139,28 @@ def weight_count(schema: Schema, architecture: ArchitectureSpec) -> int:
     return per_copy * (1 if architecture.shared_weights else architecture.n_orderings)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where each feature sits among the MADE's units: the numeric and categorical features
+    (feature indices), the atoms (positions among the numeric ones), the categorical sizes
+    and the one-hot block width (the largest vocabulary)."""
+
+    num: list[int]
+    cat: list[int]
+    atom: list[int]
+    sizes: list[int]
+    vmax: int
+
+    @staticmethod
+    def of(schema: Schema) -> _Layout:
+        feats = schema.features
+        num = [j for j, f in enumerate(feats) if f.kind != FeatureKind.CATEGORICAL]
+        cat = [j for j, f in enumerate(feats) if f.kind == FeatureKind.CATEGORICAL]
+        atom = [i for i, j in enumerate(num) if feats[j].atom is not None]
+        sizes = [len(feats[j].vocabulary or []) for j in cat]
+        return _Layout(num, cat, atom, sizes, max(sizes, default=1))
+
+
 def unit_degrees(
     schema: Schema, orderings: torch.Tensor, n_components: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,18 +174,15 @@ def unit_degrees(
         >>> ins, outs  # b comes first: degree 1
         (tensor([[2, 1]]), tensor([[2, 2, 2, 1, 1, 1]]))
     """
-    feats = schema.features
-    num = torch.tensor([j for j, f in enumerate(feats) if f.kind != FeatureKind.CATEGORICAL])
-    cat = torch.tensor([j for j, f in enumerate(feats) if f.kind == FeatureKind.CATEGORICAL])
-    atom = torch.tensor([i for i, j in enumerate(num.tolist()) if feats[j].atom is not None])
-    vmax = max(
-        (len(f.vocabulary or []) for f in feats if f.kind == FeatureKind.CATEGORICAL), default=1
+    layout = _Layout.of(schema)
+    num, cat, atom = (
+        torch.tensor(ix, dtype=torch.long) for ix in (layout.num, layout.cat, layout.atom)
     )
     ins, outs = [], []
     for ordering in orderings:
         deg = feature_degrees(ordering)
-        num_deg, cat_deg = deg[num.long()], deg[cat.long()]
-        atom_deg, cat_units = num_deg[atom.long()], cat_deg.repeat_interleave(vmax)
+        num_deg, cat_deg = deg[num], deg[cat]
+        atom_deg, cat_units = num_deg[atom], cat_deg.repeat_interleave(layout.vmax)
         ins.append(torch.cat([num_deg, atom_deg, cat_units]))
         outs.append(torch.cat([num_deg.repeat_interleave(3 * n_components), atom_deg, cat_units]))
     return torch.stack(ins), torch.stack(outs)
@@ -303,10 +320,8 @@ class DensityModel(nn.Module):
     # -- layout ---------------------------------------------------------------------------
     def _register_preprocessing(self, schema: Schema) -> None:
         feats = schema.features
-        num = [j for j, f in enumerate(feats) if f.kind != FeatureKind.CATEGORICAL]
-        cat = [j for j, f in enumerate(feats) if f.kind == FeatureKind.CATEGORICAL]
-        sizes = [len(feats[j].vocabulary or []) for j in cat]
-        vmax = max(sizes, default=1)
+        layout = _Layout.of(schema)
+        num, cat, sizes, vmax = layout.num, layout.cat, layout.sizes, layout.vmax
         self.vmax = vmax
         self.register_buffer("num_index", torch.tensor(num, dtype=torch.long))
         self.register_buffer("cat_index", torch.tensor(cat, dtype=torch.long))
@@ -327,7 +342,7 @@ class DensityModel(nn.Module):
         )
         self.register_buffer(
             "atom_index",  # positions among the numeric features
-            torch.tensor([i for i, a in enumerate(atoms) if a is not None], dtype=torch.long),
+            torch.tensor(layout.atom, dtype=torch.long),
         )
         self.register_buffer("cat_sizes", torch.tensor(sizes, dtype=torch.long))
         valid = torch.arange(vmax)[None, :] < torch.tensor(sizes, dtype=torch.long)[:, None]

@@ -119,11 +119,12 @@ def test_a_packed_layer_of_the_wrong_length_is_refused_before_building(
     written: Path, model: DensityModel
 ) -> None:
     state = stored_state(model)
-    state["net.layers.1.weight.packed"] = state["net.layers.1.weight.packed"][:-1].clone()
-    save_file(state, str(written / WEIGHTS))
-    _resign_weights(written)
-    with pytest.raises(ArtifactCorruptError, match="masks keep"):
-        load_artifact(written)
+    full = state["net.layers.1.weight.packed"]
+    for edited in (full[:-1].clone(), full.reshape(1, -1).clone()):  # too short; not one row
+        save_file({**state, "net.layers.1.weight.packed": edited}, str(written / WEIGHTS))
+        _resign_weights(written)
+        with pytest.raises(ArtifactCorruptError, match="masks keep"):
+            load_artifact(written)
     del state["net.layers.1.weight.packed"]
     save_file(state, str(written / WEIGHTS))
     _resign_weights(written)
