@@ -18,8 +18,8 @@ import math
 import re
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -588,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="skip datasets already in the partial file of an identical configuration",
+        help="skip datasets already in the partial file of an identical configuration, and "
+        "the finished seeds of the dataset that was running when it stopped",
     )
     p.add_argument(
         "--threads", type=int, default=2, help="BLAS / torch threads and n_jobs of KNN and LOF"
@@ -744,8 +745,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     name = result_stem(args.pool, shard)
     partial_path = out / f"{name}{PARTIAL_SUFFIX}"
-    done, done_seeds, earlier = _resumed(partial_path, config) if args.resume else ({}, {}, [])
-    commands = [*earlier, command]
+    resumed = _resumed(partial_path, config) if args.resume else Resumed()
+    done, done_seeds, unfinished = resumed.datasets, resumed.per_seed, resumed.unfinished
+    commands = [*resumed.commands, command]
     commit = git_commit()
     notes = base_notes(config)
     todo = [d for d in datasets if d.name not in done]
@@ -757,23 +759,37 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     )
     results: dict[str, Any] = {d.name: done[d.name] for d in datasets if d.name in done}
     seeds: dict[str, Any] = {n: done_seeds.get(n) for n in results}
+
+    def checkpoint(running: dict[str, Any] | None) -> None:
+        partial = {
+            "config": config,
+            "datasets": results,
+            "per_seed": seeds,
+            "notes": notes,
+            "commands": commands,
+        }
+        if running is not None:
+            partial["unfinished"] = running
+        atomic_write(partial_path, json.dumps(_clean(partial), indent=1) + "\n")
+
     try:
         for ds in todo:
+            # Seeds finished before an interruption are kept, with the commit that began them.
+            began = unfinished.get(ds.name, {"commit": commit, "per_seed": {}})
+
+            def save(per_seed: dict[str, Any], ds: Dataset = ds, began: dict = began) -> None:
+                checkpoint({ds.name: {"commit": began["commit"], "per_seed": per_seed}})
+
             results[ds.name], seeds[ds.name] = run_dataset(
-                ds, args.seeds, methods, options, args.max_rows, bar
+                ds, args.seeds, methods, options, args.max_rows, bar, began["per_seed"], save
             )
             if ds.name in published:
                 results[ds.name]["published"] = published[ds.name]
-            results[ds.name]["commit"] = commit
+            results[ds.name]["commit"] = began["commit"]
+            if began["commit"] != commit:
+                results[ds.name]["finished_at_commit"] = commit
             results[ds.name]["threads"] = args.threads
-            partial = {
-                "config": config,
-                "datasets": results,
-                "per_seed": seeds,
-                "notes": notes,
-                "commands": commands,
-            }
-            atomic_write(partial_path, json.dumps(_clean(partial), indent=1) + "\n")
+            checkpoint(None)
     finally:
         bar.close()
     speed = None
@@ -803,18 +819,30 @@ def measures_speed(methods: Sequence[str], no_speed: bool, shard: Shard | None) 
     return "densitywatch" in methods and not no_speed and (shard is None or shard.index == 0)
 
 
-def _resumed(partial_path: Path, config: dict[str, Any]) -> tuple[dict, dict, list[str]]:
-    """Datasets, per-seed records and commands of the partial file at partial_path when its
-    configuration has config's protocol; nothing otherwise."""
+@dataclass(frozen=True)
+class Resumed:
+    """What a partial file holds: finished datasets, their per-seed records, the records of
+    the dataset that was running when the run stopped, and the commands that wrote them."""
+
+    datasets: dict[str, Any] = field(default_factory=dict)
+    per_seed: dict[str, Any] = field(default_factory=dict)
+    unfinished: dict[str, Any] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+
+def _resumed(partial_path: Path, config: dict[str, Any]) -> Resumed:
+    """The partial file at partial_path when its configuration has config's protocol;
+    nothing otherwise."""
     if not partial_path.is_file():
-        return {}, {}, []
+        return Resumed()
     previous = json.loads(partial_path.read_text())
     if not _same_protocol(previous.get("config", {}), config):
         print(f"--resume: {partial_path} has another configuration; starting over", file=sys.stderr)
-        return {}, {}, []
-    return (
+        return Resumed()
+    return Resumed(
         previous.get("datasets", {}),
         previous.get("per_seed", {}),
+        previous.get("unfinished", {}),
         previous.get("commands", []),
     )
 
@@ -834,6 +862,7 @@ def assemble(
     computed from the entries, so a merge of shards computes what one run computes."""
     notes = base_notes(config)
     notes += _carried_over(datasets, commit)
+    notes += _finished_later(datasets)
     notes += _calibration_from_other_runs(datasets)
     notes += _other_threads(datasets, config["threads"])
     summary, published_summary = summarise(datasets, config["methods"], published)
@@ -983,6 +1012,16 @@ def _carried_over(results: dict[str, Any], commit: str) -> list[str]:
     ]
 
 
+def _finished_later(results: dict[str, Any]) -> list[str]:
+    """A note per commit that finished datasets whose first seeds an earlier commit computed
+    (a run stopped inside a dataset and resumed at another commit)."""
+    return [
+        f"Finished by --resume at commit {c}, seeds before the interruption kept from the "
+        f"commit each entry records: {', '.join(names)}."
+        for c, names in _differing(results, "finished_at_commit", None, missing=None).items()
+    ]
+
+
 def _calibration_from_other_runs(results: dict[str, Any]) -> list[str]:
     """A note per commit named by a densitywatch entry's `calibration_commit`: its calibration
     metrics were merged in from another run of the same splits (e.g. a protocol-1 run, whose
@@ -1014,15 +1053,26 @@ def run_dataset(
     options: MethodOptions,
     max_rows: int | None,
     bar: tqdm,
+    done: dict[str, list[dict[str, Any]]] | None = None,
+    save: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """All methods on all seeds of one dataset: the aggregated entry and the per-seed records."""
+    """All methods on all seeds of one dataset: the aggregated entry and the per-seed records.
+    Records in `done` (per method, by seed) are kept rather than recomputed; `save` gets the
+    records after each new one, so an interrupted run loses one fit at most."""
     x, y = load(ds.path)
     per_seed: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    kept = done or {}
     for seed in range(seeds):
-        split = make_split(x, y, seed, max_rows)
+        split: Split | None = None
         for m in methods:
             bar.set_postfix_str(f"{ds.name} seed {seed} {m}")
-            per_seed[m].append(seed_record(runner(m)(split, options), split))
+            if len(kept.get(m, [])) > seed:
+                per_seed[m].append(kept[m][seed])
+            else:
+                split = split or make_split(x, y, seed, max_rows)
+                per_seed[m].append(seed_record(runner(m)(split, options), split))
+                if save:
+                    save(per_seed)
             bar.update(1)
     entry: dict[str, Any] = {m: aggregate(per_seed[m], x.shape[1]) for m in methods}
     kinds = column_kinds(x)

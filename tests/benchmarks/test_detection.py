@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.detection import harness
+from benchmarks.detection import methods as method_runs
 from benchmarks.detection.harness import (
     _calibration_from_other_runs,
     _same_protocol,
@@ -135,6 +137,62 @@ def test_resume_skips_finished_datasets(data_dir: Path, tmp_path: Path) -> None:
                 "knn",
             ]
         )
+
+
+def _counting_runner(monkeypatch: pytest.MonkeyPatch, stop_after: int | None) -> list[str]:
+    """Wrap the harness's method runner: record each fit, and stop the run (as a killed
+    process would) after `stop_after` fits."""
+    calls: list[str] = []
+    real = method_runs.runner  # the harness's own may be an earlier wrapper
+
+    def counted(name: str) -> Any:
+        def run(split: Split, options: Any) -> MethodRun:
+            if stop_after is not None and len(calls) == stop_after:
+                raise KeyboardInterrupt
+            calls.append(f"{name}/{split.seed}")
+            return real(name)(split, options)
+
+        return run
+
+    monkeypatch.setattr(harness, "runner", counted)
+    return calls
+
+
+def test_resume_inside_a_dataset_keeps_its_finished_seeds(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    methods = ["knn", "iforest"]
+    whole = _run(data_dir, tmp_path / "whole", methods)
+    out = tmp_path / "results"
+    # Stopped at the third fit: "easy" has seed 0 of both methods and nothing of seed 1.
+    _counting_runner(monkeypatch, stop_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(data_dir, out, methods)
+    partial = json.loads((out / "detection.partial.json").read_text())
+    running = partial["unfinished"]["easy"]
+    assert [len(running["per_seed"][m]) for m in methods] == [2, 1]
+    assert partial["datasets"] == {} and running["commit"] == whole["commit"]
+
+    calls = _counting_runner(monkeypatch, stop_after=None)
+    resumed = _run(data_dir, out, methods, "--resume")
+    # Only the missing fits ran: iforest's seed 1 of "easy", then all of "small.set".
+    assert calls == ["iforest/1", "knn/0", "iforest/0", "knn/1", "iforest/1"]
+    for name in whole["datasets"]:
+        for m in methods:
+            got = [r["roc_auc"] for r in resumed["per_seed"][name][m]]
+            assert got == [r["roc_auc"] for r in whole["per_seed"][name][m]]
+    assert "unfinished" not in json.loads((out / "detection.partial.json").read_text())
+    assert not any("Finished by --resume" in n for n in resumed["notes"])  # one commit
+
+    # Begun at another commit: the entry keeps it, names the one that finished it, and the
+    # notes say so.
+    partial["unfinished"]["easy"]["commit"] = "0123abc"
+    (out / "detection.partial.json").write_text(json.dumps(partial))
+    again = _run(data_dir, out, methods, "--resume")
+    easy = again["datasets"]["easy"]
+    assert easy["commit"] == "0123abc" and easy["finished_at_commit"] == again["commit"]
+    finished = [n for n in again["notes"] if n.startswith("Finished by --resume")]
+    assert len(finished) == 1 and finished[0].endswith(": easy.")
 
 
 def test_calib_fraction_zero_fits_densitywatch_on_the_whole_fit_half(
